@@ -1,0 +1,58 @@
+# Set-up and everyday commands. `make test` and `make demo` create the environment when missing.
+PYTHON_BASE ?= python3.11
+# A detectron2 you built from source: `make env VENV_ARGS=--system-site-packages` lets the
+# environment see it, and it is then used as it is instead of the wheel below.
+VENV_ARGS ?=
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# detectron2 is not on the registry under its own name: this wheel is upstream detectron2
+# (a59f0563, 2024-04) in pure Python plus a CPython-3.10 `_C` that never loads here.
+D2_WHEEL := sal-detectron2==0.7.2
+D2_SHA256 := 491af0c7f79bdb2d178e46f6cb16a97c4ac968d45c41ea3f6b6435d59bbee561
+
+.PHONY: env d2-wheel test test-all demo data clean-env info
+
+env: $(STAMP)
+
+$(STAMP): requirements.txt setup.cfg Makefile
+	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV_ARGS) $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@if $(PY) -c "import detectron2" 2>/dev/null; then \
+		echo "detectron2 already importable: using it as it is"; \
+	else \
+		$(MAKE) --no-print-directory d2-wheel; \
+	fi
+	$(PY) -m softteacher.env
+	touch $(STAMP)
+
+d2-wheel:
+	$(eval SITE := $(shell $(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"))
+	$(eval TMP := $(shell mktemp -d))
+	echo "$(D2_WHEEL) --hash=sha256:$(D2_SHA256)" > $(TMP)/req.txt
+	$(PY) -m pip install --quiet --no-deps --only-binary=:all: --python-version 3.10 \
+		--require-hashes --target $(TMP)/site -r $(TMP)/req.txt
+	rm -rf $(TMP)/site/tools $(TMP)/site/bin
+	cp -r $(TMP)/site/. $(SITE)/
+	rm -rf $(TMP)
+
+test: env
+	$(PY) -m pytest -q tests
+
+test-all: env
+	$(PY) -m pytest -q -m "slow or not slow" tests
+
+data: env
+	$(PY) -m softteacher.data.shapes
+
+# The main job on the embedded data (generated on first use).
+demo: env
+	$(PY) train_net.py --config-file configs/Shapes/supervised_R18_FPN_10pct.yaml
+
+info: env
+	$(PY) -m softteacher.env
+
+clean-env:
+	rm -rf $(VENV)

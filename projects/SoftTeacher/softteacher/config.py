@@ -1,0 +1,38 @@
+"""Config keys of the Soft Teacher project.
+
+Defaults are those of the original code (microsoft/SoftTeacher, configs/soft_teacher/) for the
+COCO partial-label setting; ../shared/DESIGN.md section 2 lists each with its source.
+"""
+
+from detectron2.config import CfgNode as CN
+
+
+def add_softteacher_config(cfg):
+    """Add the project's keys to a detectron2 config (call before ``merge_from_file``)."""
+    cfg.SEMI = CN()
+    # L = L_sup + UNSUP_WEIGHT * L_unsup (every unsupervised term, RPN included)
+    cfg.SEMI.UNSUP_WEIGHT = 4.0
+    # teacher detections with class score above this are pseudo-labels at all
+    cfg.SEMI.PSEUDO_SCORE_THRESH = 0.5
+    # ... and above these for the student's RPN and ROI-classification losses
+    cfg.SEMI.RPN_PSEUDO_THRESH = 0.9
+    cfg.SEMI.CLS_PSEUDO_THRESH = 0.9
+    # box jitter: pseudo-boxes whose refined jitters vary less than this train ROI regression
+    cfg.SEMI.REG_UNCERTAINTY_THRESH = 0.02
+    cfg.SEMI.JITTER_TIMES = 10
+    cfg.SEMI.JITTER_SCALE = 0.06
+    # teacher <- m * teacher + (1 - m) * student, m = min(EMA_MOMENTUM, t / (t + 1))
+    cfg.SEMI.EMA_MOMENTUM = 0.999
+    # supervised-only iterations before the unsupervised loss starts (0 in the original)
+    cfg.SEMI.BURN_IN_ITERS = 0
+    # the two ideas of the paper, each can be switched off for ablations
+    cfg.SEMI.SOFT_BG_WEIGHT = True
+    cfg.SEMI.BOX_JITTER = True
+    # which models EvalHook evaluates during training; the first is used by --eval-only
+    cfg.SEMI.EVAL_MODELS = ("teacher", "student")
+
+    cfg.DATASETS.TRAIN_LABELED = ()
+    cfg.DATASETS.TRAIN_UNLABELED = ()
+    # images per step over all GPUs, as detectron2's IMS_PER_BATCH (1:4 partial, 1:1 full COCO)
+    cfg.SOLVER.IMS_PER_BATCH_LABELED = 8
+    cfg.SOLVER.IMS_PER_BATCH_UNLABELED = 32

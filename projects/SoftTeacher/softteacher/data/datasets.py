@@ -1,0 +1,99 @@
+"""Registration of the embedded dataset with detectron2, generated on first use.
+
+Names (``{fold}@{percent}`` as in the original code's COCO splits):
+
+- ``shapes_train``, ``shapes_val``: the whole training pool and the validation set;
+- ``shapes_train.{fold}@{percent}``: the labeled part of a split;
+- ``shapes_train.{fold}@{percent}-unlabeled``: its complement (ground truth kept for measuring
+  pseudo-labels only).
+
+Data lives under ``$DETECTRON2_DATASETS/shapes`` (default ``./datasets/shapes``), as detectron2's
+builtin datasets do.
+"""
+
+import logging
+import os
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json
+from filelock import FileLock
+
+from . import shapes
+from .splits import split_paths, split_suffix, write_split
+
+logger = logging.getLogger(__name__)
+
+SHAPES_PERCENTS = (1, 5, 10, 100)
+SHAPES_FOLDS = (1, 2, 3, 4, 5)
+
+
+def default_shapes_root():
+    return os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), "shapes")
+
+
+def ensure_shapes(root=None):
+    """Generate the embedded dataset under ``root`` unless it is complete; returns the root."""
+    root = root or default_shapes_root()
+    os.makedirs(root, exist_ok=True)
+    with FileLock(os.path.join(root, ".lock")):
+        missing = {
+            split: n
+            for split, n in shapes.SPLIT_SIZES.items()
+            if not os.path.exists(os.path.join(root, "annotations", f"instances_{split}.json"))
+        }
+        if missing:
+            logger.info("Generating the embedded shapes dataset %s under %s", missing, root)
+            shapes.generate(root, sizes=missing)
+    return root
+
+
+def _shapes_json(split):
+    return os.path.join(default_shapes_root(), "annotations", f"instances_{split}.json")
+
+
+def _load_split(split):
+    root = ensure_shapes()
+    return load_coco_json(_shapes_json(split), os.path.join(root, split), f"shapes_{split}")
+
+
+def _load_fold(percent, fold, unlabeled):
+    root = ensure_shapes()
+    full = _shapes_json("train")
+    paths = split_paths(full, percent, fold)
+    with FileLock(os.path.join(root, ".lock")):
+        if not all(os.path.exists(p) for p in paths):
+            write_split(full, percent, fold)
+    name = f"shapes_train.{split_suffix(fold, percent)}" + ("-unlabeled" if unlabeled else "")
+    return load_coco_json(paths[1 if unlabeled else 0], os.path.join(root, "train"), name)
+
+
+def _metadata(json_split, image_split):
+    return dict(
+        thing_classes=list(shapes.CLASSES),
+        evaluator_type="coco",
+        json_file=_shapes_json(json_split),
+        image_root=os.path.join(default_shapes_root(), image_split),
+    )
+
+
+def register_shapes():
+    """Register every embedded-dataset name (lazily: nothing is generated until loaded)."""
+    for split in shapes.SPLIT_SIZES:
+        name = f"shapes_{split}"
+        if name in DatasetCatalog.list():
+            continue
+        DatasetCatalog.register(name, lambda split=split: _load_split(split))
+        MetadataCatalog.get(name).set(**_metadata(split, split))
+    for percent in SHAPES_PERCENTS:
+        for fold in SHAPES_FOLDS:
+            for unlabeled in (False, True):
+                name = f"shapes_train.{split_suffix(fold, percent)}"
+                name += "-unlabeled" if unlabeled else ""
+                if name in DatasetCatalog.list():
+                    continue
+                DatasetCatalog.register(
+                    name, lambda p=percent, f=fold, u=unlabeled: _load_fold(p, f, u)
+                )
+                meta = _metadata("train", "train")
+                del meta["json_file"]  # evaluating on a split uses its own converted json
+                MetadataCatalog.get(name).set(**meta)

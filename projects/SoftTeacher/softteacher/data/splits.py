@@ -1,0 +1,75 @@
+"""Labeled / unlabeled splits of a COCO-format json, named like the original Soft Teacher code.
+
+    python tools/split_coco.py instances_train2017.json --percent 10 --fold 1 [--seed 1]
+
+writes ``instances_train2017.1@10.json`` (the labeled subset) and
+``instances_train2017.1@10-unlabeled.json`` (its complement, annotations kept so that pseudo-label
+quality can be measured; they never reach a loss).
+"""
+
+import json
+import os
+
+import numpy as np
+
+DEFAULT_SPLIT_SEED = 1
+
+
+def split_suffix(fold, percent):
+    return f"{fold}@{percent:g}"
+
+
+def split_image_ids(image_ids, percent, fold, seed=DEFAULT_SPLIT_SEED):
+    """Deterministically choose ``percent`` % of ``image_ids`` (at least one) for fold ``fold``.
+
+    Returns (labeled ids, unlabeled ids), each sorted; together they are ``image_ids``.
+    """
+    if not 0 < percent <= 100:
+        raise ValueError(f"percent must be in (0, 100], got {percent}")
+    ids = np.array(sorted(image_ids))
+    num_labeled = max(1, int(round(len(ids) * percent / 100.0)))
+    order = np.random.default_rng([seed, fold]).permutation(len(ids))
+    labeled = np.sort(ids[order[:num_labeled]])
+    unlabeled = np.sort(ids[order[num_labeled:]])
+    return labeled.tolist(), unlabeled.tolist()
+
+
+def _subset(coco, image_ids):
+    keep = set(image_ids)
+    out = {k: v for k, v in coco.items() if k not in ("images", "annotations")}
+    out["images"] = [im for im in coco["images"] if im["id"] in keep]
+    out["annotations"] = [a for a in coco.get("annotations", []) if a["image_id"] in keep]
+    return out
+
+
+def load_coco_dict(json_file):
+    """Read a COCO json, naming the file and the key when it is not a usable COCO file."""
+    try:
+        with open(json_file) as f:
+            coco = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{json_file}: not valid json ({e})") from e
+    for key in ("images", "categories"):
+        if key not in coco:
+            raise ValueError(f"{json_file}: missing top-level key {key!r}")
+    return coco
+
+
+def split_paths(json_file, percent, fold, out_dir=None):
+    stem = os.path.splitext(os.path.basename(json_file))[0]
+    out_dir = out_dir or os.path.dirname(os.path.abspath(json_file))
+    name = f"{stem}.{split_suffix(fold, percent)}"
+    return os.path.join(out_dir, f"{name}.json"), os.path.join(out_dir, f"{name}-unlabeled.json")
+
+
+def write_split(json_file, percent, fold, seed=DEFAULT_SPLIT_SEED, out_dir=None):
+    """Write the labeled subset and its unlabeled complement; returns their two paths."""
+    coco = load_coco_dict(json_file)
+    labeled, unlabeled = split_image_ids([im["id"] for im in coco["images"]], percent, fold, seed)
+    paths = split_paths(json_file, percent, fold, out_dir)
+    for ids, path in zip((labeled, unlabeled), paths):
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(_subset(coco, ids), f)
+        os.replace(tmp, path)
+    return paths

@@ -1,0 +1,67 @@
+"""Configs load through _BASE_, unknown keys are refused by name, the model-zoo base is intact."""
+
+import glob
+import os
+
+import pytest
+from detectron2 import model_zoo
+from detectron2.config import get_cfg
+
+from softteacher import add_softteacher_config
+from softteacher.data import shapes
+
+from conftest import config_path
+
+
+def load(path, opts=()):
+    cfg = get_cfg()
+    add_softteacher_config(cfg)
+    cfg.merge_from_file(path)
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+@pytest.mark.parametrize(
+    "path", sorted(glob.glob(config_path("**", "*.yaml"), recursive=True)), ids=os.path.basename
+)
+def test_every_shipped_config_loads(path):
+    cfg = load(path)
+    assert cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN"
+
+
+def test_shapes_config_inherits_the_base_and_overrides_it():
+    cfg = load(config_path("Shapes", "supervised_R18_FPN_10pct.yaml"))
+    # from Base-RCNN-FPN.yaml, two levels up the _BASE_ chain
+    assert cfg.MODEL.RPN.IN_FEATURES == ["p2", "p3", "p4", "p5", "p6"]
+    # from Base-Shapes-R18-FPN.yaml: trains from scratch, so GroupNorm and nothing frozen
+    assert (cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESNETS.NORM, cfg.MODEL.FPN.NORM) == (18, "GN", "GN")
+    assert cfg.MODEL.BACKBONE.FREEZE_AT == 0 and cfg.MODEL.WEIGHTS == ""
+    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == len(shapes.CLASSES)
+    # from the leaf
+    assert cfg.DATASETS.TRAIN == ("shapes_train.1@10",)
+
+
+def test_project_keys_have_the_design_defaults():
+    cfg = get_cfg()
+    add_softteacher_config(cfg)
+    assert cfg.SEMI.UNSUP_WEIGHT == 4.0 and cfg.SEMI.EMA_MOMENTUM == 0.999
+    assert (cfg.SEMI.RPN_PSEUDO_THRESH, cfg.SEMI.CLS_PSEUDO_THRESH) == (0.9, 0.9)
+    assert (cfg.SEMI.JITTER_TIMES, cfg.SEMI.JITTER_SCALE) == (10, 0.06)
+    assert cfg.SEMI.REG_UNCERTAINTY_THRESH == 0.02
+
+
+def test_unknown_key_in_a_file_is_refused_with_its_name(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f'_BASE_: "{config_path("Base-RCNN-FPN.yaml")}"\nSEMI:\n  UNSUP_WIEGHT: 2.0\n')
+    with pytest.raises(KeyError, match="SEMI.UNSUP_WIEGHT"):
+        load(str(bad))
+
+
+def test_unknown_key_on_the_command_line_is_refused_with_its_name():
+    with pytest.raises(KeyError, match="SOLVER.BASE_LRR"):
+        load(config_path("Base-RCNN-FPN.yaml"), ["SOLVER.BASE_LRR", "0.1"])
+
+
+def test_shipped_base_equals_the_installed_model_zoo_base():
+    zoo = model_zoo.get_config_file("Base-RCNN-FPN.yaml")
+    assert load(config_path("Base-RCNN-FPN.yaml")) == load(zoo)
