@@ -46,3 +46,40 @@ def tiny_training_opts(output_dir, max_iter=3):
         "MODEL.DEVICE", "cpu",
         "OUTPUT_DIR", str(output_dir),
     ]
+
+
+@pytest.fixture(scope="session")
+def tiny_semi(tiny_shapes):
+    """Registers a 25 % labeled split of the tiny training set; returns (labeled, unlabeled)."""
+    from softteacher.data import register_semi_coco
+
+    json_file = os.path.join(tiny_shapes, "annotations", "instances_train.json")
+    names = ("tiny_shapes_train.1@25", "tiny_shapes_train.1@25-unlabeled")
+    if names[0] not in DatasetCatalog.list():
+        register_semi_coco("tiny_shapes_train", json_file, os.path.join(tiny_shapes, "train"), 25, 1)
+    return names
+
+
+def semi_cfg(labeled, unlabeled, **overrides):
+    """The Shapes config reading a labeled + unlabeled pair, with a few images per step."""
+    from detectron2.config import get_cfg
+
+    from softteacher import add_softteacher_config
+
+    cfg = get_cfg()
+    add_softteacher_config(cfg)
+    cfg.merge_from_file(config_path("Shapes", "Base-Shapes-R18-FPN.yaml"))
+    cfg.DATASETS.TRAIN_LABELED = (labeled,)
+    cfg.DATASETS.TRAIN_UNLABELED = (unlabeled,)
+    cfg.SOLVER.IMS_PER_BATCH_LABELED = 1
+    cfg.SOLVER.IMS_PER_BATCH_UNLABELED = 4
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.SEED = 5
+    cfg.MODEL.DEVICE = "cpu"
+    for key, value in overrides.items():
+        node = cfg
+        *path, leaf = key.split(".")
+        for part in path:
+            node = node[part]
+        node[leaf] = value
+    return cfg

@@ -31,6 +31,21 @@ def add_softteacher_config(cfg):
     # which models EvalHook evaluates during training; the first is used by --eval-only
     cfg.SEMI.EVAL_MODELS = ("teacher", "student")
 
+    # colour op magnitudes, drawn from this inclusive range out of 10 (labeled and strong views)
+    cfg.INPUT.COLOR_MAGNITUDE = (1, 9)
+    # labeled images get one random colour op on top of resize + flip
+    cfg.INPUT.LABELED_COLOR_AUG = True
+    # the student's strong view: one geometric op (translate, rotate or shear x then y) and
+    # random erasing, with uncovered or erased pixels set to FILL
+    cfg.INPUT.STRONG = CN()
+    cfg.INPUT.STRONG.GEOMETRIC_OPS = ("translate_x", "translate_y", "rotate", "shear")
+    cfg.INPUT.STRONG.TRANSLATE = 0.1  # fraction of the image size
+    cfg.INPUT.STRONG.ROTATE = 30.0  # degrees
+    cfg.INPUT.STRONG.SHEAR = 30.0  # degrees
+    cfg.INPUT.STRONG.ERASE_PATCHES = (1, 4)  # inclusive range of square patches
+    cfg.INPUT.STRONG.ERASE_MAX_SIZE = 0.2  # largest side, as a fraction of the short side
+    cfg.INPUT.STRONG.FILL = 125
+
     cfg.DATASETS.TRAIN_LABELED = ()
     cfg.DATASETS.TRAIN_UNLABELED = ()
     # images per step over all GPUs, as detectron2's IMS_PER_BATCH (1:4 partial, 1:1 full COCO)

@@ -1,3 +1,18 @@
-from .datasets import ensure_shapes, register_shapes
+from .datasets import (
+    ensure_shapes,
+    register_image_folder,
+    register_semi_coco,
+    register_shapes,
+)
+from .loader import build_labeled_unlabeled_loader
+from .mappers import LabeledDatasetMapper, WeakStrongDatasetMapper
 
-__all__ = ["ensure_shapes", "register_shapes"]
+__all__ = [
+    "build_labeled_unlabeled_loader",
+    "ensure_shapes",
+    "LabeledDatasetMapper",
+    "register_image_folder",
+    "register_semi_coco",
+    "register_shapes",
+    "WeakStrongDatasetMapper",
+]

@@ -15,7 +15,7 @@ import logging
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import load_coco_json
+from detectron2.data.datasets import load_coco_json, register_coco_instances
 from filelock import FileLock
 
 from . import shapes
@@ -97,3 +97,42 @@ def register_shapes():
                 meta = _metadata("train", "train")
                 del meta["json_file"]  # evaluating on a split uses its own converted json
                 MetadataCatalog.get(name).set(**meta)
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def register_semi_coco(name, json_file, image_root, percent, fold, seed=1, out_dir=None):
+    """Register a COCO json's label-ratio split: ``{name}.{fold}@{percent}`` (labeled) and
+    ``{name}.{fold}@{percent}-unlabeled`` (the rest), writing the split files next to the json
+    (or in ``out_dir``) when missing. Returns the two names."""
+    labeled_json, unlabeled_json = split_paths(json_file, percent, fold, out_dir)
+    if not (os.path.exists(labeled_json) and os.path.exists(unlabeled_json)):
+        write_split(json_file, percent, fold, seed=seed, out_dir=out_dir)
+    labeled = f"{name}.{split_suffix(fold, percent)}"
+    unlabeled = labeled + "-unlabeled"
+    register_coco_instances(labeled, {}, labeled_json, image_root)
+    register_coco_instances(unlabeled, {}, unlabeled_json, image_root)
+    return labeled, unlabeled
+
+
+def load_image_folder(folder):
+    """Dataset dicts for every image below ``folder`` (no annotations, sizes read later)."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"unlabeled image folder {folder!r} does not exist")
+    files = sorted(
+        os.path.join(root, f)
+        for root, _, names in os.walk(folder)
+        for f in names
+        if f.lower().endswith(IMAGE_EXTENSIONS)
+    )
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {folder!r}")
+    return [{"file_name": f, "image_id": os.path.relpath(f, folder)} for f in files]
+
+
+def register_image_folder(name, folder):
+    """Register a plain folder of images (e.g. COCO unlabeled2017) as an unlabeled dataset."""
+    DatasetCatalog.register(name, lambda: load_image_folder(folder))
+    MetadataCatalog.get(name).set(image_root=folder)
+    return name
