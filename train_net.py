@@ -1,7 +1,10 @@
 #!/usr/bin/env python
 """Train or evaluate with the Soft Teacher project, the detectron2 way.
 
-    python train_net.py --config-file configs/Shapes/supervised_R18_FPN_10pct.yaml
+Configs with DATASETS.TRAIN_UNLABELED train Soft Teacher (teacher and student; --eval-only
+evaluates the teacher unless SEMI.EVAL_MODELS starts with "student"); others train supervised.
+
+    python train_net.py --config-file configs/Shapes/soft_teacher_R18_FPN_10pct.yaml
     python train_net.py --config-file ... --num-gpus 8 [--resume] [KEY VALUE ...]
     python train_net.py --config-file ... --eval-only MODEL.WEIGHTS path/to/model.pth
 """
@@ -15,12 +18,14 @@ from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import COCOEvaluator, verify_results
 
-from softteacher import add_softteacher_config
+from softteacher import SoftTeacherTrainer, add_softteacher_config
 
 logger = logging.getLogger("softteacher.train_net")
 
 
 class Trainer(DefaultTrainer):
+    """Supervised training (configs without DATASETS.TRAIN_UNLABELED)."""
+
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
@@ -39,17 +44,25 @@ def setup(args):
     return cfg
 
 
+def trainer_class(cfg):
+    return SoftTeacherTrainer if cfg.DATASETS.TRAIN_UNLABELED else Trainer
+
+
 def main(args):
     cfg = setup(args)
+    trainer = trainer_class(cfg)
     if args.eval_only:
-        model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
-        results = Trainer.test(cfg, model)
+        model = trainer.build_model(cfg)
+        if trainer is SoftTeacherTrainer:
+            SoftTeacherTrainer.load_for_evaluation(cfg, model, resume=args.resume)
+        else:
+            DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+                cfg.MODEL.WEIGHTS, resume=args.resume
+            )
+        results = trainer.test(cfg, model)
         verify_results(cfg, results)
         return results
-    trainer = Trainer(cfg)
+    trainer = trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 

@@ -83,3 +83,43 @@ def semi_cfg(labeled, unlabeled, **overrides):
             node = node[part]
         node[leaf] = value
     return cfg
+
+
+def soft_teacher_cfg(labeled, unlabeled, output_dir, max_iter=2, **overrides):
+    """The embedded Soft Teacher config on tiny data, a few small steps, on the CPU."""
+    from detectron2.config import get_cfg
+
+    from softteacher import add_softteacher_config
+
+    cfg = get_cfg()
+    add_softteacher_config(cfg)
+    cfg.merge_from_file(config_path("Shapes", "soft_teacher_R18_FPN_10pct.yaml"))
+    cfg.merge_from_list([
+        "DATASETS.TRAIN_LABELED", f"('{labeled}',)",
+        "DATASETS.TRAIN_UNLABELED", f"('{unlabeled}',)",
+        "DATASETS.TEST", "('tiny_shapes_val',)",
+        "SOLVER.IMS_PER_BATCH_LABELED", "1",
+        "SOLVER.IMS_PER_BATCH_UNLABELED", "2",
+        "SOLVER.MAX_ITER", str(max_iter),
+        "SOLVER.WARMUP_ITERS", "1",
+        "SOLVER.STEPS", "()",
+        "SOLVER.CHECKPOINT_PERIOD", "1000",
+        "SEMI.BURN_IN_ITERS", "0",
+        "DATALOADER.NUM_WORKERS", "0",
+        "MODEL.DEVICE", "cpu",
+        "SEED", "3",
+        "OUTPUT_DIR", str(output_dir),
+    ])
+    for key, value in overrides.items():
+        cfg.merge_from_list([key, value])
+    return cfg
+
+
+# a random teacher scores about 1 / (classes + 1): with these thresholds all of its detections
+# are pseudo-boxes in every branch
+EVERY_DETECTION_IS_A_PSEUDO_BOX = {
+    "SEMI.PSEUDO_SCORE_THRESH": "0.0",
+    "SEMI.RPN_PSEUDO_THRESH": "0.0",
+    "SEMI.CLS_PSEUDO_THRESH": "0.0",
+    "SEMI.REG_UNCERTAINTY_THRESH": "1e9",
+}

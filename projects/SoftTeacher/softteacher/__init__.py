@@ -1,12 +1,13 @@
 """Soft Teacher (Xu et al., ICCV 2021) as a detectron2 project.
 
-Importing the package registers its datasets (and, as they land, its model parts) with
-detectron2's registries.
+Importing the package registers its datasets, meta-architecture and ROI heads with detectron2.
 """
 
+from . import modeling  # noqa: F401  (fills META_ARCH_REGISTRY and ROI_HEADS_REGISTRY)
 from .config import add_softteacher_config
 from .data import register_shapes
+from .engine import SoftTeacherTrainer
 
 register_shapes()
 
-__all__ = ["add_softteacher_config"]
+__all__ = ["add_softteacher_config", "SoftTeacherTrainer"]

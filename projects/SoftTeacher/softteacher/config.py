@@ -25,6 +25,9 @@ def add_softteacher_config(cfg):
     cfg.SEMI.EMA_MOMENTUM = 0.999
     # supervised-only iterations before the unsupervised loss starts (0 in the original)
     cfg.SEMI.BURN_IN_ITERS = 0
+    # decay UNSUP_WEIGHT linearly to 0 over the last this many iterations (the paper; not in the
+    # original code); 0: off
+    cfg.SEMI.UNSUP_WEIGHT_DECAY_ITERS = 0
     # the two ideas of the paper, each can be switched off for ablations
     cfg.SEMI.SOFT_BG_WEIGHT = True
     cfg.SEMI.BOX_JITTER = True

@@ -1,0 +1,209 @@
+"""The Soft Teacher trainer: detectron2's ``DefaultTrainer`` with a teacher-student step.
+
+One step: the teacher pseudo-labels the weak views -> the student (one forward, DDP-wrapped) runs
+on the labeled batch and on the strong views -> L = L_sup + alpha * L_unsup -> backward -> optimizer
+-> the EMA hook moves the teacher. The teacher is never wrapped and never gets gradients; it is
+saved as "teacher" beside the student ("model") in every checkpoint.
+"""
+
+import logging
+import os
+import time
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import DefaultTrainer, SimpleTrainer, hooks
+from detectron2.evaluation import COCOEvaluator
+from detectron2.modeling import META_ARCH_REGISTRY, ROI_HEADS_REGISTRY, build_model
+from detectron2.utils.events import get_event_storage
+from torch.nn.parallel import DistributedDataParallel
+
+from ..data import build_labeled_unlabeled_loader
+from ..modeling import PseudoLabeler, SemiSupervisedRCNN, SoftTeacherROIHeads
+from .ema import EMATeacherHook
+
+logger = logging.getLogger(__name__)
+
+
+def unsup_weight_at(cfg, iteration):
+    """alpha at an iteration: 0 during burn-in, UNSUP_WEIGHT after, optionally decayed linearly
+    to 0 over the last UNSUP_WEIGHT_DECAY_ITERS iterations."""
+    semi = cfg.SEMI
+    if iteration < semi.BURN_IN_ITERS:
+        return 0.0
+    remaining = cfg.SOLVER.MAX_ITER - iteration
+    if semi.UNSUP_WEIGHT_DECAY_ITERS > 0 and remaining < semi.UNSUP_WEIGHT_DECAY_ITERS:
+        return semi.UNSUP_WEIGHT * remaining / semi.UNSUP_WEIGHT_DECAY_ITERS
+    return semi.UNSUP_WEIGHT
+
+
+class SoftTeacherStep(SimpleTrainer):
+    """The teacher-student training step, with optional mixed precision.
+
+    AMP: float16 with a gradient scaler on CUDA, bfloat16 (no scaler needed) on the CPU.
+    """
+
+    def __init__(self, model, data_loader, optimizer, pseudo_labeler, cfg, amp=False):
+        super().__init__(model, data_loader, optimizer)
+        self.pseudo_labeler = pseudo_labeler
+        self.cfg = cfg
+        self.amp = amp
+        device = next(model.parameters()).device
+        self.amp_device = device.type
+        self.amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+        self.grad_scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" else None
+
+    def run_step(self):
+        assert self.model.training, "[SoftTeacherStep] model was changed to eval mode!"
+        start = time.perf_counter()
+        labeled, unlabeled = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+
+        alpha = unsup_weight_at(self.cfg, self.iter)
+        storage = get_event_storage()
+        storage.put_scalar("semi/unsup_weight", alpha, smoothing_hint=False)
+        with torch.autocast(self.amp_device, dtype=self.amp_dtype, enabled=self.amp):
+            if alpha > 0:
+                inputs, stats = self.pseudo_labeler(unlabeled)
+                storage.put_scalars(**stats)
+                loss_dict = self.model(labeled, unlabeled=inputs)
+            else:
+                loss_dict = self.model(labeled)
+            loss_dict = {
+                name: value * alpha if name.startswith("unsup_") else value
+                for name, value in loss_dict.items()
+            }
+            losses = sum(loss_dict.values())
+
+        self.optimizer.zero_grad()
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(losses).backward()
+        else:
+            losses.backward()
+        self.after_backward()
+        self._write_metrics(loss_dict, data_time)
+        if self.grad_scaler is not None:
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            self.optimizer.step()
+
+    def state_dict(self):
+        ret = super().state_dict()
+        if self.grad_scaler is not None:
+            ret["grad_scaler"] = self.grad_scaler.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if self.grad_scaler is not None and "grad_scaler" in state_dict:
+            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
+
+
+class _LoadInto:
+    """A checkpointable that loads a saved state into ``module`` and remembers that it did."""
+
+    def __init__(self, module):
+        self.module = module
+        self.loaded = False
+
+    def state_dict(self):
+        return self.module.state_dict()
+
+    def load_state_dict(self, state_dict):
+        self.module.load_state_dict(state_dict)
+        self.loaded = True
+
+
+def check_semi_supervised_model(cfg):
+    if not issubclass(META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE), SemiSupervisedRCNN):
+        raise ValueError(
+            f"MODEL.META_ARCHITECTURE = {cfg.MODEL.META_ARCHITECTURE!r}: semi-supervised training "
+            "needs SemiSupervisedRCNN or a subclass"
+        )
+    if not issubclass(ROI_HEADS_REGISTRY.get(cfg.MODEL.ROI_HEADS.NAME), SoftTeacherROIHeads):
+        raise ValueError(
+            f"MODEL.ROI_HEADS.NAME = {cfg.MODEL.ROI_HEADS.NAME!r}: semi-supervised training "
+            "needs SoftTeacherROIHeads or a subclass"
+        )
+
+
+class SoftTeacherTrainer(DefaultTrainer):
+    """``DefaultTrainer`` for Soft Teacher: the same hooks, checkpoints and evaluation, plus a
+    teacher that pseudo-labels, follows the student by EMA and is evaluated beside it."""
+
+    def __init__(self, cfg):
+        check_semi_supervised_model(cfg)
+        # built before DefaultTrainer.__init__, whose build_hooks() needs it
+        self.teacher = self.build_teacher(cfg)
+        super().__init__(cfg)
+        base = self._trainer
+        self._trainer = SoftTeacherStep(
+            base.model, base.data_loader, base.optimizer,
+            PseudoLabeler(cfg, self.teacher), cfg, amp=cfg.SOLVER.AMP.ENABLED,
+        )
+        self.checkpointer.add_checkpointable("teacher", self.teacher)
+
+    @classmethod
+    def build_teacher(cls, cfg):
+        teacher = build_model(cfg)
+        teacher.eval()
+        for param in teacher.parameters():
+            param.requires_grad_(False)
+        return teacher
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_labeled_unlabeled_loader(cfg)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return COCOEvaluator(dataset_name, output_dir=output_folder)
+
+    @property
+    def student(self):
+        model = self.model
+        return model.module if isinstance(model, DistributedDataParallel) else model
+
+    def build_hooks(self):
+        ret = super().build_hooks()
+        ema = EMATeacherHook(
+            self.teacher, self.student, self.cfg.SEMI.EMA_MOMENTUM, self.cfg.SEMI.BURN_IN_ITERS
+        )
+        # right after the LR scheduler: checkpoints and evaluation then see the updated teacher
+        position = next(i for i, h in enumerate(ret) if isinstance(h, hooks.LRScheduler)) + 1
+        ret.insert(position, ema)
+        for i, hook in enumerate(ret):
+            if isinstance(hook, hooks.EvalHook):
+                ret[i] = hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, self._evaluate_teacher_and_student)
+        return ret
+
+    def _evaluate_teacher_and_student(self):
+        models = {"teacher": self.teacher, "student": self.student}
+        results = {}
+        for name in self.cfg.SEMI.EVAL_MODELS:
+            cfg = self.cfg.clone()
+            cfg.defrost()
+            cfg.OUTPUT_DIR = os.path.join(self.cfg.OUTPUT_DIR, name)
+            logger.info("Evaluating the %s", name)
+            results[name] = self.test(cfg, models[name])
+        self._last_eval_results = results
+        return results
+
+    @classmethod
+    def load_for_evaluation(cls, cfg, model, resume=False):
+        """Load the weights ``--eval-only`` evaluates into ``model``: the checkpoint's teacher when
+        SEMI.EVAL_MODELS[0] is "teacher" and it has one, else its model (the student, or a plain
+        detectron2 checkpoint)."""
+        which = cfg.SEMI.EVAL_MODELS[0]
+        extra = {"teacher": _LoadInto(model)} if which == "teacher" else {}
+        checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, **extra)
+        path = cfg.MODEL.WEIGHTS
+        if resume and checkpointer.has_checkpoint():
+            path = checkpointer.get_checkpoint_file()
+        checkpointer.load(path)
+        source = "teacher" if extra and extra["teacher"].loaded else "model"
+        logger.info("Evaluating the %s weights of %s", source, path)
+        return source
+

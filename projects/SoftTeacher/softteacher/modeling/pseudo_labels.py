@@ -1,0 +1,208 @@
+"""The teacher's pseudo-labels for the student's strong views.
+
+The teacher (eval mode, no grad) sees the weak views: RPN with the train-time proposal settings,
+ROI head with test-time post-processing, detections above ``PSEUDO_SCORE_THRESH`` kept. Per
+branch of the student's loss:
+
+| branch | pseudo-boxes |
+|---|---|
+| RPN (objectness + boxes) | score > ``RPN_PSEUDO_THRESH`` |
+| ROI classification (soft teacher) | score > ``CLS_PSEUDO_THRESH`` |
+| ROI box regression (box jitter) | jitter reliability < ``REG_UNCERTAINTY_THRESH`` |
+
+Boxes are mapped into the strong view with each image's recorded weak -> strong matrix. The
+teacher's features stay cached for the step, so that the student's sampled boxes can be mapped
+back and scored for their background probability without another backbone pass.
+"""
+
+import contextlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.layers import cat
+from detectron2.structures import Boxes, Instances, pairwise_iou
+
+from ..data.augmentations import map_boxes
+from .box_jitter import jitter_reliability
+
+BRANCHES = ("rpn", "cls", "reg")
+
+
+@contextlib.contextmanager
+def train_time_proposals(rpn):
+    """Make an eval-mode RPN keep as many proposals as in training (as the original teacher)."""
+    saved = rpn.pre_nms_topk, rpn.post_nms_topk
+    rpn.pre_nms_topk = dict.fromkeys((True, False), saved[0][True])
+    rpn.post_nms_topk = dict.fromkeys((True, False), saved[1][True])
+    try:
+        yield
+    finally:
+        rpn.pre_nms_topk, rpn.post_nms_topk = saved
+
+
+class TeacherBoxHead:
+    """The teacher's ROI box head applied to given boxes on cached weak-view features."""
+
+    def __init__(self, roi_heads, features, image_sizes):
+        self.roi_heads = roi_heads
+        self.features = features
+        self.image_sizes = image_sizes
+
+    def refine(self, boxes_per_image, classes_per_image):
+        """Class-specific refinement of every box, clipped to its image (one ROI-head call)."""
+        _, deltas = self.roi_heads.box_predictions(self.features, [Boxes(b) for b in boxes_per_image])
+        boxes, classes = cat(boxes_per_image), cat(classes_per_image)
+        if deltas.shape[1] > 4:  # class-specific regression
+            deltas = deltas.view(len(boxes), deltas.shape[1] // 4, 4)[
+                torch.arange(len(boxes), device=boxes.device), classes
+            ]
+        refined = self.roi_heads.box_predictor.box2box_transform.apply_deltas(deltas.float(), boxes)
+        out = []
+        for part, size in zip(refined.split([len(b) for b in boxes_per_image]), self.image_sizes):
+            part = Boxes(part)
+            part.clip(size)
+            out.append(part.tensor)
+        return out
+
+    def background_probs(self, boxes_per_image):
+        scores, _ = self.roi_heads.box_predictions(self.features, [Boxes(b) for b in boxes_per_image])
+        return F.softmax(scores.float(), dim=-1)[:, -1]
+
+
+def _targets(boxes, classes, image_size):
+    targets = Instances(image_size)
+    targets.gt_boxes = Boxes(boxes)
+    targets.gt_classes = classes
+    return targets
+
+
+def match_counts(pred_boxes, pred_classes, gt_boxes, gt_classes, iou_thresh=0.5):
+    """(true positives, predictions, ground truths found, ground truths) at an IoU, class-aware."""
+    if len(pred_boxes) == 0 or len(gt_boxes) == 0:
+        return 0, len(pred_boxes), 0, len(gt_boxes)
+    hit = (pairwise_iou(Boxes(pred_boxes), Boxes(gt_boxes)) >= iou_thresh) & (
+        pred_classes[:, None] == gt_classes[None, :]
+    )
+    return int(hit.any(1).sum()), len(pred_boxes), int(hit.any(0).sum()), len(gt_boxes)
+
+
+class PseudoLabeler:
+    """Turns a batch of weak/strong pairs into the student's unlabeled inputs and targets."""
+
+    @configurable
+    def __init__(
+        self,
+        teacher,
+        *,
+        score_thresh,
+        rpn_thresh,
+        cls_thresh,
+        reg_uncertainty_thresh,
+        jitter_times,
+        jitter_scale,
+        box_jitter=True,
+    ):
+        self.teacher = teacher
+        self.score_thresh = score_thresh
+        self.thresholds = {"rpn": rpn_thresh, "cls": cls_thresh}
+        self.reg_uncertainty_thresh = reg_uncertainty_thresh
+        self.jitter_times = jitter_times
+        self.jitter_scale = jitter_scale
+        self.box_jitter = box_jitter
+
+    @classmethod
+    def from_config(cls, cfg, teacher):
+        semi = cfg.SEMI
+        return {
+            "teacher": teacher,
+            "score_thresh": semi.PSEUDO_SCORE_THRESH,
+            "rpn_thresh": semi.RPN_PSEUDO_THRESH,
+            "cls_thresh": semi.CLS_PSEUDO_THRESH,
+            "reg_uncertainty_thresh": semi.REG_UNCERTAINTY_THRESH,
+            "jitter_times": semi.JITTER_TIMES,
+            "jitter_scale": semi.JITTER_SCALE,
+            "box_jitter": semi.BOX_JITTER,
+        }
+
+    @torch.no_grad()
+    def detect(self, weak_inputs):
+        """Teacher detections above the score threshold (weak-view coordinates), and its head."""
+        teacher = self.teacher
+        images = teacher.preprocess_image(weak_inputs)
+        features = teacher.backbone(images.tensor)
+        with train_time_proposals(teacher.proposal_generator):
+            proposals, _ = teacher.proposal_generator(images, features, None)
+        detections, _ = teacher.roi_heads(images, features, proposals)
+        detections = [d[d.scores > self.score_thresh] for d in detections]
+        return detections, TeacherBoxHead(teacher.roi_heads, features, images.image_sizes)
+
+    @torch.no_grad()
+    def __call__(self, unlabeled):
+        """
+        Args:
+            unlabeled: mapped weak/strong pairs (see :mod:`softteacher.data.mappers`).
+        Returns:
+            (inputs for ``SemiSupervisedRCNN(..., unlabeled=inputs)``, dict of scalars to log)
+        """
+        detections, head = self.detect([u["weak"] for u in unlabeled])
+        boxes = [d.pred_boxes.tensor for d in detections]
+        classes = [d.pred_classes for d in detections]
+        scores = [d.scores for d in detections]
+        if self.box_jitter:
+            uncertainty = jitter_reliability(head.refine, boxes, classes, self.jitter_times, self.jitter_scale)
+
+        keep = {branch: [s > t for s in scores] for branch, t in self.thresholds.items()}
+        if self.box_jitter:
+            keep["reg"] = [u < self.reg_uncertainty_thresh for u in uncertainty]
+
+        device = boxes[0].device if boxes else torch.device("cpu")
+        weak_to_strong = [torch.as_tensor(u["weak_to_strong"], device=device) for u in unlabeled]
+        strong_sizes = [tuple(u["strong"]["image"].shape[1:]) for u in unlabeled]
+        targets = {branch: [] for branch in keep}
+        for i, (matrix, size) in enumerate(zip(weak_to_strong, strong_sizes)):
+            strong_boxes = map_boxes(matrix, boxes[i].double(), *size).float()
+            visible = (strong_boxes[:, 2] > strong_boxes[:, 0]) & (strong_boxes[:, 3] > strong_boxes[:, 1])
+            for branch in keep:
+                k = keep[branch][i] & visible
+                targets[branch].append(_targets(strong_boxes[k], classes[i][k], size))
+
+        def background_probs(samples):
+            with torch.no_grad():
+                weak_boxes = [
+                    map_boxes(torch.linalg.inv(m), s.proposal_boxes.tensor.double(), *size).float()
+                    for m, s, size in zip(weak_to_strong, samples, head.image_sizes)
+                ]
+                return head.background_probs(weak_boxes)
+
+        inputs = {
+            "images": [u["strong"] for u in unlabeled],
+            "rpn_targets": targets["rpn"],
+            "cls_targets": targets["cls"],
+            "reg_targets": targets.get("reg"),
+            "background_probs": background_probs,
+        }
+        return inputs, self._statistics(unlabeled, boxes, classes, keep)
+
+    def _statistics(self, unlabeled, boxes, classes, keep):
+        stats = {}
+        num_images = max(len(unlabeled), 1)
+        for branch, masks in keep.items():
+            stats[f"semi/pseudo_boxes_{branch}"] = sum(int(m.sum()) for m in masks) / num_images
+            if not all("unlabeled_gt_instances" in u for u in unlabeled):
+                continue
+            counts = np.array([
+                match_counts(b[m], c[m], gt.gt_boxes.tensor.to(b.device), gt.gt_classes.to(b.device))
+                for b, c, m, gt in zip(boxes, classes, masks,
+                                       (u["unlabeled_gt_instances"] for u in unlabeled))
+            ]).sum(0)
+            if counts[1] > 0:
+                stats[f"semi/precision_{branch}"] = counts[0] / counts[1]
+            if counts[3] > 0:
+                stats[f"semi/recall_{branch}"] = counts[2] / counts[3]
+        if self.box_jitter:
+            candidates = sum(len(b) for b in boxes)
+            if candidates:
+                stats["semi/jitter_pass_fraction"] = sum(int(m.sum()) for m in keep["reg"]) / candidates
+        return stats

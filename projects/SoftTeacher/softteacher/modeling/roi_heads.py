@@ -1,0 +1,101 @@
+"""ROI heads that learn from pseudo-labels: soft-teacher classification, jitter-filtered regression.
+
+On labeled images they are detectron2's ``StandardROIHeads``. On unlabeled (strong-view) images:
+
+- classification: the student's proposals are sampled against the high-score pseudo-boxes as
+  usual; background samples are weighted by the teacher's background probability, foreground
+  samples by 1, and loss = sum(w_i * CE_i) / max(sum(w_i), 1);
+- regression: the proposals are sampled against the jitter-reliable pseudo-boxes; only the
+  foreground samples' box features are computed, normalised by all samples as detectron2 does.
+"""
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.layers import cat
+from detectron2.modeling import ROI_HEADS_REGISTRY, StandardROIHeads
+from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
+from detectron2.utils.events import get_event_storage
+
+
+class WeightedFastRCNNOutputLayers(FastRCNNOutputLayers):
+    """``FastRCNNOutputLayers`` with a per-sample weighted classification loss."""
+
+    def weighted_cls_loss(self, scores, gt_classes, weights):
+        """sum(w_i * CE_i) / max(sum(w_i), 1) (detectron2's own loss is a plain mean)."""
+        if scores.numel() == 0:
+            return scores.sum() * 0.0
+        ce = F.cross_entropy(scores.float(), gt_classes, reduction="none")
+        return (weights * ce).sum() / weights.sum().clamp(min=1.0)
+
+
+@ROI_HEADS_REGISTRY.register()
+class SoftTeacherROIHeads(StandardROIHeads):
+    @configurable
+    def __init__(self, *, soft_background_weight=True, **kwargs):
+        """
+        Args:
+            soft_background_weight: weight background samples by the teacher's background
+                probability (False: weight 1, a plain pseudo-label loss, for ablations).
+        """
+        super().__init__(**kwargs)
+        self.soft_background_weight = soft_background_weight
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        ret["soft_background_weight"] = cfg.SEMI.SOFT_BG_WEIGHT
+        return ret
+
+    @classmethod
+    def _init_box_head(cls, cfg, input_shape):
+        ret = super()._init_box_head(cfg, input_shape)
+        ret["box_predictor"] = WeightedFastRCNNOutputLayers(cfg, ret["box_head"].output_shape)
+        return ret
+
+    def box_predictions(self, features, boxes):
+        """(class scores, box deltas) of the box head for per-image ``Boxes``."""
+        pooled = self.box_pooler([features[f] for f in self.box_in_features], boxes)
+        return self.box_predictor(self.box_head(pooled))
+
+    def unsupervised_losses(self, features, proposals, cls_targets, reg_targets, background_probs):
+        """Losses of the student's strong-view proposals against pseudo-labels.
+
+        Args:
+            features: the student's backbone features of the strong views.
+            proposals: the student's RPN proposals per image.
+            cls_targets, reg_targets: per-image ``Instances`` of pseudo-boxes (``gt_boxes``,
+                ``gt_classes``) for classification and for regression; ``reg_targets`` None
+                leaves regression out (no box jitter).
+            background_probs: callable(list of sampled ``Instances``) -> (R,) teacher background
+                probability of every sample, in order.
+        """
+        samples = self.label_and_sample_proposals(proposals, cls_targets)
+        scores, _ = self.box_predictions(features, [p.proposal_boxes for p in samples])
+        gt_classes = cat([p.gt_classes for p in samples])
+        weights = torch.ones_like(gt_classes, dtype=torch.float32)
+        background = gt_classes == self.num_classes
+        if self.soft_background_weight:
+            weights[background] = background_probs(samples)[background].float()
+        if background.any():
+            get_event_storage().put_scalar("semi/bg_weight_mean", weights[background].mean().item())
+        losses = {"loss_cls": self.box_predictor.weighted_cls_loss(scores, gt_classes, weights)}
+        if reg_targets is not None:
+            losses["loss_box_reg"] = self._reliable_box_loss(features, proposals, reg_targets)
+        return losses
+
+    def _reliable_box_loss(self, features, proposals, reg_targets):
+        samples = self.label_and_sample_proposals(proposals, reg_targets)
+        num_samples = sum(len(p) for p in samples)
+        foreground = [p[(p.gt_classes >= 0) & (p.gt_classes < self.num_classes)] for p in samples]
+        num_foreground = sum(len(p) for p in foreground)
+        _, deltas = self.box_predictions(features, [p.proposal_boxes for p in foreground])
+        gt_boxes = [p.gt_boxes.tensor if p.has("gt_boxes") else p.proposal_boxes.tensor for p in foreground]
+        loss = self.box_predictor.box_reg_loss(
+            cat([p.proposal_boxes.tensor for p in foreground]),
+            cat(gt_boxes) if gt_boxes else deltas.new_zeros(0, 4),
+            deltas,
+            cat([p.gt_classes for p in foreground]),
+        )
+        # box_reg_loss averages over the samples it was given; detectron2 averages over all
+        return loss * max(num_foreground, 1) / max(num_samples, 1)

@@ -1,0 +1,145 @@
+"""The numbers of Soft Teacher's parts: weighted classification loss, box jitter, EMA."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from softteacher.engine import EMATeacherHook, ema_momentum, ema_update
+from softteacher.modeling import WeightedFastRCNNOutputLayers, jitter_boxes, jitter_reliability
+
+
+def test_weighted_classification_loss_matches_a_hand_computation():
+    scores = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.5], [0.0, 1.0, 3.0]])
+    gt = torch.tensor([0, 2, 2])  # class 2 is background (2 classes)
+    weights = torch.tensor([1.0, 0.3, 0.8])
+    ce = [
+        -math.log(math.exp(2) / (math.exp(2) + 1 + math.exp(-1))),
+        -math.log(1 / 3),
+        -math.log(math.exp(3) / (1 + math.exp(1) + math.exp(3))),
+    ]
+    expected = (1.0 * ce[0] + 0.3 * ce[1] + 0.8 * ce[2]) / max(2.1, 1.0)
+    loss = WeightedFastRCNNOutputLayers.weighted_cls_loss(None, scores, gt, weights)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_weighted_loss_normalises_by_at_least_one():
+    scores = torch.tensor([[0.0, 0.0]])
+    loss = WeightedFastRCNNOutputLayers.weighted_cls_loss(None, scores, torch.tensor([1]), torch.tensor([0.25]))
+    assert loss.item() == pytest.approx(0.25 * math.log(2), rel=1e-6)
+
+
+def test_jitter_offsets_are_normal_scaled_by_box_size_with_sizes_clamped():
+    torch.manual_seed(0)
+    boxes = torch.tensor([[10.0, 20.0, 110.0, 70.0], [5.0, 5.0, 5.2, 5.0]])  # 100x50, degenerate
+    jittered = jitter_boxes(boxes, 20000, 0.06)
+    offsets = jittered - boxes[:, None, :]
+    std = offsets.std(dim=1)
+    torch.testing.assert_close(std[0], torch.tensor([6.0, 3.0, 6.0, 3.0]), rtol=0.03, atol=0)
+    torch.testing.assert_close(std[1], torch.full((4,), 0.06), rtol=0.03, atol=0)  # sizes >= 1
+    assert offsets.mean(dim=1).abs().max() < 0.1
+
+
+def test_jitter_reliability_matches_a_hand_computation_with_one_refine_call():
+    boxes = [torch.tensor([[10.0, 20.0, 60.0, 50.0]]), torch.tensor([[0.0, 0.0, 30.0, 40.0], [5.0, 5.0, 25.0, 15.0]])]
+    classes = [torch.tensor([1]), torch.tensor([0, 2])]
+    times = 10
+    calls = []
+
+    def refine(jittered, jittered_classes):
+        """Ignores the jitter: copy k of a box moves x0 by k and y1 by 2k."""
+        calls.append(([len(j) for j in jittered], [c.tolist() for c in jittered_classes]))
+        k = torch.arange(times, dtype=torch.float32)
+        offsets = torch.stack([k, torch.zeros(times), torch.zeros(times), 2 * k], 1)
+        return [(b[:, None, :] + offsets).reshape(-1, 4) for b in boxes]
+
+    result = jitter_reliability(refine, boxes, classes, times, 0.06)
+    assert calls == [([10, 20], [[1] * 10, [0] * 10 + [2] * 10])]
+    std_k = math.sqrt(sum((k - 4.5) ** 2 for k in range(times)) / (times - 1))  # Bessel
+    for got, image_boxes in zip(result, boxes):
+        for value, (x0, y0, x1, y1) in zip(got.tolist(), image_boxes.tolist()):
+            width, height = max(x1 - x0 - 4.5, 1.0), max(y1 + 9.0 - y0, 1.0)
+            assert value == pytest.approx((std_k / width + 2 * std_k / height) / 4, rel=1e-5)
+
+
+def test_jitter_reliability_of_no_boxes_is_empty():
+    result = jitter_reliability(lambda b, c: b, [torch.zeros(0, 4)], [torch.zeros(0, dtype=torch.long)], 10, 0.06)
+    assert result[0].shape == (0,)
+
+
+class _Storage:
+    def __init__(self):
+        self.scalars = []
+
+    def put_scalar(self, name, value, smoothing_hint=True):
+        self.scalars.append((name, value))
+
+
+class _Trainer:
+    def __init__(self):
+        self.iter = self.start_iter = 0
+        self.storage = _Storage()
+
+
+def _net(seed):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    net[1].running_mean.fill_(float(seed))
+    return net
+
+
+def test_ema_hook_follows_its_formula_over_steps_and_leaves_buffers_alone():
+    student, teacher = _net(1), _net(2)
+    hook = EMATeacherHook(teacher, student, max_momentum=0.6)
+    hook.trainer = _Trainer()
+    hook.before_train()  # a fresh run: the teacher starts as the student
+    for name, p in teacher.state_dict().items():
+        torch.testing.assert_close(p, student.state_dict()[name])
+    expected = {n: p.clone() for n, p in teacher.named_parameters()}
+    teacher[1].running_mean.fill_(7.0)
+    for step in range(6):
+        with torch.no_grad():
+            for p in student.parameters():
+                p.add_(torch.randn_like(p))
+        hook.trainer.iter = step
+        hook.after_step()
+        m = min(0.6, step / (step + 1))
+        for n, p in student.named_parameters():
+            expected[n] = m * expected[n] + (1 - m) * p.detach()
+    for n, p in teacher.named_parameters():
+        torch.testing.assert_close(p, expected[n])
+    assert [v for _, v in hook.trainer.storage.scalars] == [0.0, 0.5, 0.6, 0.6, 0.6, 0.6]
+    assert torch.all(teacher[1].running_mean == 7.0)
+    assert hook.state_dict() == {"step": 6}
+
+
+def test_ema_hook_copies_the_student_during_burn_in_and_counts_from_its_end():
+    student, teacher = _net(1), _net(2)
+    hook = EMATeacherHook(teacher, student, max_momentum=0.999, burn_in_iters=3)
+    hook.trainer = _Trainer()
+    for it in range(4):
+        hook.trainer.iter = it
+        with torch.no_grad():
+            student[0].weight.add_(1.0)
+        hook.after_step()
+    torch.testing.assert_close(teacher[0].weight, student[0].weight)  # step 0 after burn-in: m=0
+    assert hook.step == 1
+
+
+def test_a_resumed_run_keeps_its_loaded_teacher():
+    student, teacher = _net(1), _net(2)
+    hook = EMATeacherHook(teacher, student)
+    hook.trainer = _Trainer()
+    hook.trainer.start_iter = hook.trainer.iter = 10
+    before = teacher[0].weight.clone()
+    hook.before_train()
+    torch.testing.assert_close(teacher[0].weight, before)
+
+
+def test_ema_update_and_momentum_formula():
+    assert [ema_momentum(t, 0.999) for t in (0, 1, 3, 5000)] == [0.0, 0.5, 0.75, 0.999]
+    student, teacher = nn.Linear(2, 1), nn.Linear(2, 1)
+    expected = 0.9 * teacher.weight.detach() + 0.1 * student.weight.detach()
+    ema_update(teacher, student, 0.9)
+    torch.testing.assert_close(teacher.weight.detach(), expected)

@@ -1,0 +1,138 @@
+"""The teacher-student step, checkpoints and AMP, on tiny data."""
+
+import itertools
+import math
+
+import pytest
+import torch
+from detectron2.data.build import build_detection_test_loader  # noqa: F401  (registers)
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
+
+from softteacher import SoftTeacherTrainer
+from softteacher.data import build_labeled_unlabeled_loader
+from softteacher.data.augmentations import map_boxes
+from softteacher.engine import EMATeacherHook
+from softteacher.modeling import PseudoLabeler
+
+from conftest import EVERY_DETECTION_IS_A_PSEUDO_BOX, soft_teacher_cfg
+
+
+def one_batch(cfg):
+    return next(iter(build_labeled_unlabeled_loader(cfg)))
+
+
+def student_and_labeler(cfg):
+    torch.manual_seed(0)
+    student = build_model(cfg)
+    teacher = SoftTeacherTrainer.build_teacher(cfg)
+    teacher.load_state_dict(student.state_dict())
+    return student, PseudoLabeler(cfg, teacher)
+
+
+def test_a_step_without_pseudo_boxes_gives_zero_finite_unsupervised_losses(tiny_semi, tmp_path):
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path)  # a random teacher is never 0.5 sure
+    student, labeler = student_and_labeler(cfg)
+    labeled, unlabeled = one_batch(cfg)
+    with EventStorage(0):
+        inputs, stats = labeler(unlabeled)
+        losses = student(labeled, unlabeled=inputs)
+    assert stats["semi/pseudo_boxes_rpn"] == stats["semi/pseudo_boxes_cls"] == 0
+    unsup = {k: v for k, v in losses.items() if k.startswith("unsup_")}
+    assert set(unsup) == {"unsup_loss_rpn_cls", "unsup_loss_rpn_loc", "unsup_loss_cls", "unsup_loss_box_reg"}
+    assert all(v.item() == 0.0 for v in unsup.values())
+    assert all(math.isfinite(v.item()) and v.item() > 0 for k, v in losses.items() if k.startswith("loss_cls"))
+
+
+def test_the_student_learns_only_from_teacher_boxes_mapped_into_its_view(tiny_semi, tmp_path):
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **EVERY_DETECTION_IS_A_PSEUDO_BOX)
+    student, labeler = student_and_labeler(cfg)
+    labeled, unlabeled = one_batch(cfg)
+    seen = {}
+    original = student.roi_heads.unsupervised_losses
+
+    def spy(features, proposals, cls_targets, reg_targets, background_probs):
+        seen.update(cls=cls_targets, reg=reg_targets)
+        return original(features, proposals, cls_targets, reg_targets, background_probs)
+
+    student.roi_heads.unsupervised_losses = spy
+    with EventStorage(0):
+        inputs, _ = labeler(unlabeled)
+        losses = student(labeled, unlabeled=inputs)
+        detections, _ = labeler.detect([u["weak"] for u in unlabeled])
+    assert all("instances" not in view for view in inputs["images"])
+    assert all(losses[k].item() > 0 for k in ("unsup_loss_rpn_cls", "unsup_loss_cls"))
+    for u, d, targets, rpn in zip(unlabeled, detections, seen["cls"], inputs["rpn_targets"]):
+        h, w = u["strong"]["image"].shape[1:]
+        expected = map_boxes(u["weak_to_strong"], d.pred_boxes.tensor.double(), h, w).float()
+        visible = (expected[:, 2] > expected[:, 0]) & (expected[:, 3] > expected[:, 1])
+        torch.testing.assert_close(targets.gt_boxes.tensor, expected[visible])
+        torch.testing.assert_close(targets.gt_classes, d.pred_classes[visible])
+        torch.testing.assert_close(rpn.gt_boxes.tensor, expected[visible])
+        gt = u["unlabeled_gt_instances"].gt_boxes.tensor
+        assert not torch.equal(targets.gt_boxes.tensor[: len(gt)], gt)
+
+
+def test_background_samples_are_weighted_by_the_teacher(tiny_semi, tmp_path):
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **EVERY_DETECTION_IS_A_PSEUDO_BOX)
+    student, labeler = student_and_labeler(cfg)
+    labeled, unlabeled = one_batch(cfg)
+    with EventStorage(0) as storage:
+        inputs, _ = labeler(unlabeled)
+        student(labeled, unlabeled=inputs)
+        weight = storage.history("semi/bg_weight_mean").latest()
+    # a random 6-way classifier gives background about 1/6, far from the weight 1 of a hard label
+    assert 0.05 < weight < 0.5
+
+
+def train(cfg, resume=False):
+    trainer = SoftTeacherTrainer(cfg)
+    trainer.resume_or_load(resume=resume)
+    trainer.train()
+    return trainer
+
+
+def test_gradients_reach_only_the_student(tiny_semi, tmp_path):
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path, max_iter=1, **EVERY_DETECTION_IS_A_PSEUDO_BOX,
+                           **{"TEST.EVAL_PERIOD": "0", "SEMI.EVAL_MODELS": "()"})
+    trainer = train(cfg)
+    assert all(p.grad is None and not p.requires_grad for p in trainer.teacher.parameters())
+    assert all(p.grad is not None for p in trainer.student.parameters() if p.requires_grad)
+
+
+def test_resume_restores_teacher_student_optimizer_and_ema_step(tiny_semi, tmp_path):
+    overrides = {"TEST.EVAL_PERIOD": "0", "SEMI.EVAL_MODELS": "()", "SEMI.EMA_MOMENTUM": "0.9"}
+    first = train(soft_teacher_cfg(*tiny_semi, tmp_path, max_iter=3, **EVERY_DETECTION_IS_A_PSEUDO_BOX, **overrides))
+    ema = next(h for h in first._hooks if isinstance(h, EMATeacherHook))
+    assert ema.step == 3
+    # the teacher moved away from the student (momentum 0.5, then 0.9 after the first copy)
+    assert not torch.equal(first.teacher.roi_heads.box_predictor.cls_score.weight,
+                           first.student.roi_heads.box_predictor.cls_score.weight)
+
+    second = SoftTeacherTrainer(soft_teacher_cfg(*tiny_semi, tmp_path, max_iter=5, **EVERY_DETECTION_IS_A_PSEUDO_BOX, **overrides))
+    second.resume_or_load(resume=True)
+    assert second.start_iter == 3
+    for a, b in [(first.teacher, second.teacher), (first.student, second.student)]:
+        for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert torch.equal(x, y), name
+    saved_opt, loaded_opt = first.optimizer.state_dict(), second.optimizer.state_dict()
+    assert saved_opt["param_groups"] == loaded_opt["param_groups"]
+    for key, state in saved_opt["state"].items():
+        assert torch.equal(state["momentum_buffer"], loaded_opt["state"][key]["momentum_buffer"])
+    assert next(h for h in second._hooks if isinstance(h, EMATeacherHook)).step == 3
+    second.train()
+    assert second.iter == 5  # ran iterations 3 and 4
+    assert next(h for h in second._hooks if isinstance(h, EMATeacherHook)).step == 5
+
+
+def test_amp_runs_the_step_in_bfloat16_on_the_cpu(tiny_semi, tmp_path):
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path, max_iter=2, **EVERY_DETECTION_IS_A_PSEUDO_BOX,
+                           **{"SOLVER.AMP.ENABLED": "True", "TEST.EVAL_PERIOD": "0", "SEMI.EVAL_MODELS": "()"})
+    trainer = SoftTeacherTrainer(cfg)
+    dtypes = []
+    trainer.student.roi_heads.box_head.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    trainer.train()
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+    assert trainer._trainer.grad_scaler is None  # bfloat16 needs no loss scaling
+    losses = trainer.storage.history("total_loss").values()
+    assert losses and all(math.isfinite(v) for v, _ in losses)
