@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 D2_WHEEL := sal-detectron2==0.7.2
 D2_SHA256 := 491af0c7f79bdb2d178e46f6cb16a97c4ac968d45c41ea3f6b6435d59bbee561
 
-.PHONY: env d2-wheel test test-all demo data clean-env info
+.PHONY: env d2-wheel test test-all lint demo data clean-env info
 
 env: $(STAMP)
 
@@ -40,6 +40,9 @@ d2-wheel:
 
 test: env
 	$(PY) -m pytest -q tests
+
+lint: env
+	$(PY) -m ruff check projects tests tools bench train_net.py
 
 test-all: env
 	$(PY) -m pytest -q -m "slow or not slow" tests

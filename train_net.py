@@ -9,27 +9,27 @@ evaluates the teacher unless SEMI.EVAL_MODELS starts with "student"); others tra
     python train_net.py --config-file ... --eval-only MODEL.WEIGHTS path/to/model.pth
 """
 
-import logging
-import os
-
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
-from detectron2.evaluation import COCOEvaluator, verify_results
+from detectron2.evaluation import verify_results
 
 from softteacher import SoftTeacherTrainer, add_softteacher_config
-
-logger = logging.getLogger("softteacher.train_net")
+from softteacher.engine.cpu_ddp import cpu_ddp_support
+from softteacher.engine.evaluation import build_detection_evaluator
 
 
 class Trainer(DefaultTrainer):
     """Supervised training (configs without DATASETS.TRAIN_UNLABELED)."""
 
+    def __init__(self, cfg):
+        with cpu_ddp_support(cfg):
+            super().__init__(cfg)
+
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return COCOEvaluator(dataset_name, output_dir=output_folder)
+        return build_detection_evaluator(cfg, dataset_name, output_folder)
 
 
 def setup(args):

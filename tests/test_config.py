@@ -4,13 +4,13 @@ import glob
 import os
 
 import pytest
+from conftest import config_path
 from detectron2 import model_zoo
 from detectron2.config import get_cfg
 
 from softteacher import add_softteacher_config
+from softteacher.engine.trainer import check_semi_supervised_model
 from softteacher.data import shapes
-
-from conftest import config_path
 
 
 def load(path, opts=()):
@@ -24,9 +24,13 @@ def load(path, opts=()):
 @pytest.mark.parametrize(
     "path", sorted(glob.glob(config_path("**", "*.yaml"), recursive=True)), ids=os.path.basename
 )
-def test_every_shipped_config_loads(path):
+def test_every_shipped_config_loads_and_names_a_model_its_trainer_accepts(path):
     cfg = load(path)
-    assert cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN"
+    if cfg.DATASETS.TRAIN_UNLABELED or cfg.MODEL.META_ARCHITECTURE == "SemiSupervisedRCNN":
+        check_semi_supervised_model(cfg)  # raises for a model the teacher-student step cannot drive
+        assert cfg.SOLVER.IMS_PER_BATCH_UNLABELED > 0
+    else:
+        assert cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN"
 
 
 def test_shapes_config_inherits_the_base_and_overrides_it():
@@ -58,10 +62,19 @@ def test_unknown_key_in_a_file_is_refused_with_its_name(tmp_path):
 
 
 def test_unknown_key_on_the_command_line_is_refused_with_its_name():
-    with pytest.raises(KeyError, match="SOLVER.BASE_LRR"):
+    with pytest.raises((KeyError, AssertionError), match="Non-existent key: SOLVER.BASE_LRR"):
         load(config_path("Base-RCNN-FPN.yaml"), ["SOLVER.BASE_LRR", "0.1"])
 
 
 def test_shipped_base_equals_the_installed_model_zoo_base():
     zoo = model_zoo.get_config_file("Base-RCNN-FPN.yaml")
     assert load(config_path("Base-RCNN-FPN.yaml")) == load(zoo)
+
+
+def test_a_semi_supervised_config_with_a_plain_model_is_refused_by_name():
+    cfg = load(config_path("Shapes", "soft_teacher_R18_FPN_10pct.yaml"), ["MODEL.ROI_HEADS.NAME", "StandardROIHeads"])
+    with pytest.raises(ValueError, match="MODEL.ROI_HEADS.NAME = 'StandardROIHeads'"):
+        check_semi_supervised_model(cfg)
+    cfg = load(config_path("Shapes", "soft_teacher_R18_FPN_10pct.yaml"), ["MODEL.META_ARCHITECTURE", "GeneralizedRCNN"])
+    with pytest.raises(ValueError, match="MODEL.META_ARCHITECTURE = 'GeneralizedRCNN'"):
+        check_semi_supervised_model(cfg)

@@ -6,9 +6,8 @@ import os
 import sys
 
 import pytest
-from detectron2.engine import default_argument_parser
-
 from conftest import REPO, config_path, tiny_training_opts
+from detectron2.engine import default_argument_parser
 
 sys.path.insert(0, REPO)
 import train_net  # noqa: E402

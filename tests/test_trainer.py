@@ -1,11 +1,9 @@
 """The teacher-student step, checkpoints and AMP, on tiny data."""
 
-import itertools
 import math
 
-import pytest
 import torch
-from detectron2.data.build import build_detection_test_loader  # noqa: F401  (registers)
+from conftest import EVERY_DETECTION_IS_A_PSEUDO_BOX, soft_teacher_cfg
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
@@ -14,8 +12,6 @@ from softteacher.data import build_labeled_unlabeled_loader
 from softteacher.data.augmentations import map_boxes
 from softteacher.engine import EMATeacherHook
 from softteacher.modeling import PseudoLabeler
-
-from conftest import EVERY_DETECTION_IS_A_PSEUDO_BOX, soft_teacher_cfg
 
 
 def one_batch(cfg):
@@ -102,14 +98,15 @@ def test_gradients_reach_only_the_student(tiny_semi, tmp_path):
 
 def test_resume_restores_teacher_student_optimizer_and_ema_step(tiny_semi, tmp_path):
     overrides = {"TEST.EVAL_PERIOD": "0", "SEMI.EVAL_MODELS": "()", "SEMI.EMA_MOMENTUM": "0.9"}
-    first = train(soft_teacher_cfg(*tiny_semi, tmp_path, max_iter=3, **EVERY_DETECTION_IS_A_PSEUDO_BOX, **overrides))
+    overrides.update(EVERY_DETECTION_IS_A_PSEUDO_BOX)
+    first = train(soft_teacher_cfg(*tiny_semi, tmp_path, max_iter=3, **overrides))
     ema = next(h for h in first._hooks if isinstance(h, EMATeacherHook))
     assert ema.step == 3
     # the teacher moved away from the student (momentum 0.5, then 0.9 after the first copy)
     assert not torch.equal(first.teacher.roi_heads.box_predictor.cls_score.weight,
                            first.student.roi_heads.box_predictor.cls_score.weight)
 
-    second = SoftTeacherTrainer(soft_teacher_cfg(*tiny_semi, tmp_path, max_iter=5, **EVERY_DETECTION_IS_A_PSEUDO_BOX, **overrides))
+    second = SoftTeacherTrainer(soft_teacher_cfg(*tiny_semi, tmp_path, max_iter=5, **overrides))
     second.resume_or_load(resume=True)
     assert second.start_iter == 3
     for a, b in [(first.teacher, second.teacher), (first.student, second.student)]:

@@ -1,5 +1,6 @@
 from .datasets import (
     ensure_shapes,
+    register_coco_splits,
     register_image_folder,
     register_semi_coco,
     register_shapes,
@@ -11,6 +12,7 @@ __all__ = [
     "build_labeled_unlabeled_loader",
     "ensure_shapes",
     "LabeledDatasetMapper",
+    "register_coco_splits",
     "register_image_folder",
     "register_semi_coco",
     "register_shapes",

@@ -136,3 +136,48 @@ def register_image_folder(name, folder):
     DatasetCatalog.register(name, lambda: load_image_folder(folder))
     MetadataCatalog.get(name).set(image_root=folder)
     return name
+
+
+COCO_PERCENTS = (0.5, 1, 2, 5, 10)
+COCO_FOLDS = (1, 2, 3, 4, 5)
+
+
+def _coco_root():
+    return os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), "coco")
+
+
+def _load_coco_split(percent, fold, unlabeled):
+    root = _coco_root()
+    full = os.path.join(root, "annotations", "instances_train2017.json")
+    out_dir = os.path.join(root, "annotations", "semi_supervised")
+    path = split_paths(full, percent, fold, out_dir)[1 if unlabeled else 0]
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} does not exist; write it with: python tools/split_coco.py {full} "
+            f"--percent {percent:g} --fold {fold} --out-dir {out_dir}"
+        )
+    name = f"coco_2017_train.{split_suffix(fold, percent)}" + ("-unlabeled" if unlabeled else "")
+    return load_coco_json(path, os.path.join(root, "train2017"), name)
+
+
+def register_coco_splits():
+    """Register COCO's label-ratio splits (``coco_2017_train.{fold}@{percent}`` and its
+    ``-unlabeled`` complement, read from annotations/semi_supervised/ as the original code names
+    them) and ``coco_2017_unlabeled`` (the unlabeled2017 image folder)."""
+    coco_meta = MetadataCatalog.get("coco_2017_train")
+    for percent in COCO_PERCENTS:
+        for fold in COCO_FOLDS:
+            for unlabeled in (False, True):
+                name = f"coco_2017_train.{split_suffix(fold, percent)}"
+                name += "-unlabeled" if unlabeled else ""
+                if name in DatasetCatalog.list():
+                    continue
+                DatasetCatalog.register(
+                    name, lambda p=percent, f=fold, u=unlabeled: _load_coco_split(p, f, u)
+                )
+                MetadataCatalog.get(name).set(
+                    evaluator_type="coco", thing_classes=coco_meta.thing_classes,
+                    thing_dataset_id_to_contiguous_id=coco_meta.thing_dataset_id_to_contiguous_id,
+                )
+    if "coco_2017_unlabeled" not in DatasetCatalog.list():
+        register_image_folder("coco_2017_unlabeled", os.path.join(_coco_root(), "unlabeled2017"))

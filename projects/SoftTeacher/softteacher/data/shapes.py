@@ -255,7 +255,7 @@ def generate_split(root, split, num_images, seed=DEFAULT_SEED, workers=2):
         "categories": coco_categories(),
     }
     json_path = os.path.join(root, "annotations", f"instances_{split}.json")
-    tmp = json_path + ".tmp"
+    tmp = f"{json_path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
         json.dump(coco, f)
     os.replace(tmp, json_path)  # the json appears last, so its presence means a complete split

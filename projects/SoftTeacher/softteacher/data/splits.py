@@ -68,7 +68,7 @@ def write_split(json_file, percent, fold, seed=DEFAULT_SPLIT_SEED, out_dir=None)
     labeled, unlabeled = split_image_ids([im["id"] for im in coco["images"]], percent, fold, seed)
     paths = split_paths(json_file, percent, fold, out_dir)
     for ids, path in zip((labeled, unlabeled), paths):
-        tmp = path + ".tmp"
+        tmp = f"{path}.{os.getpid()}.tmp"  # ranks may write the same split at once
         with open(tmp, "w") as f:
             json.dump(_subset(coco, ids), f)
         os.replace(tmp, path)

@@ -13,14 +13,15 @@ import time
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultTrainer, SimpleTrainer, hooks
-from detectron2.evaluation import COCOEvaluator
 from detectron2.modeling import META_ARCH_REGISTRY, ROI_HEADS_REGISTRY, build_model
 from detectron2.utils.events import get_event_storage
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data import build_labeled_unlabeled_loader
 from ..modeling import PseudoLabeler, SemiSupervisedRCNN, SoftTeacherROIHeads
+from .cpu_ddp import cpu_ddp_support
 from .ema import EMATeacherHook
+from .evaluation import build_detection_evaluator
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,8 @@ class SoftTeacherTrainer(DefaultTrainer):
         check_semi_supervised_model(cfg)
         # built before DefaultTrainer.__init__, whose build_hooks() needs it
         self.teacher = self.build_teacher(cfg)
-        super().__init__(cfg)
+        with cpu_ddp_support(cfg):
+            super().__init__(cfg)
         base = self._trainer
         self._trainer = SoftTeacherStep(
             base.model, base.data_loader, base.optimizer,
@@ -158,8 +160,7 @@ class SoftTeacherTrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return COCOEvaluator(dataset_name, output_dir=output_folder)
+        return build_detection_evaluator(cfg, dataset_name, output_folder)
 
     @property
     def student(self):

@@ -1,0 +1,61 @@
+"""Two-process CPU training through detectron2's ``launch`` (gloo), for test_ddp.py.
+
+    python tests/ddp_worker.py TINY_ROOT OUT_DIR
+
+Rank 1's teacher is made to return no pseudo-box at all, so only rank 0 runs the unlabeled pass.
+Each rank saves its student, teacher and last gradients to OUT_DIR/rank{r}.pt.
+"""
+
+import os
+import sys
+
+import torch
+from detectron2.data import DatasetCatalog
+from detectron2.data.datasets import register_coco_instances
+from detectron2.engine import launch
+from detectron2.utils import comm
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from conftest import EVERY_DETECTION_IS_A_PSEUDO_BOX, soft_teacher_cfg  # noqa: E402
+
+from softteacher import SoftTeacherTrainer  # noqa: E402
+from softteacher.data import register_semi_coco  # noqa: E402
+
+
+def register(root):
+    if "tiny_shapes_val" not in DatasetCatalog.list():
+        register_coco_instances("tiny_shapes_val", {}, os.path.join(root, "annotations", "instances_val.json"),
+                                os.path.join(root, "val"))
+        register_semi_coco("tiny_shapes_train", os.path.join(root, "annotations", "instances_train.json"),
+                           os.path.join(root, "train"), 25, 1)
+
+
+def worker(root, out_dir):
+    register(root)
+    torch.set_num_threads(1)
+    cfg = soft_teacher_cfg(
+        "tiny_shapes_train.1@25", "tiny_shapes_train.1@25-unlabeled", out_dir, max_iter=3,
+        **EVERY_DETECTION_IS_A_PSEUDO_BOX,
+        **{"SOLVER.IMS_PER_BATCH_LABELED": "2", "SOLVER.IMS_PER_BATCH_UNLABELED": "4",
+           "TEST.EVAL_PERIOD": "0", "SEMI.EVAL_MODELS": "()"},
+    )
+    trainer = SoftTeacherTrainer(cfg)
+    if comm.get_rank() == 1:
+        trainer._trainer.pseudo_labeler.score_thresh = 2.0  # no pseudo-box can pass
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    torch.save(
+        {
+            "student": trainer.student.state_dict(),
+            "teacher": trainer.teacher.state_dict(),
+            "grads": {n: p.grad.clone() for n, p in trainer.student.named_parameters() if p.grad is not None},
+            "unsup_skipped": trainer.storage.history("semi/pseudo_boxes_rpn").latest() == 0,
+        },
+        os.path.join(out_dir, f"rank{comm.get_rank()}.pt"),
+    )
+
+
+if __name__ == "__main__":
+    root, out_dir = sys.argv[1:3]
+    port = 20000 + os.getpid() % 20000
+    launch(worker, 2, dist_url=f"tcp://127.0.0.1:{port}", args=(root, out_dir))

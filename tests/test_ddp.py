@@ -1,0 +1,25 @@
+"""DDP on two CPU processes: gradients averaged, teachers identical, no hang without pseudo-boxes."""
+
+import os
+import subprocess
+import sys
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def test_two_processes_stay_in_step_when_one_rank_has_no_pseudo_boxes(tiny_shapes, tmp_path):
+    run = subprocess.run(
+        [sys.executable, os.path.join(HERE, "ddp_worker.py"), tiny_shapes, str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert [r["unsup_skipped"] for r in ranks] == [False, True]
+    for name in ranks[0]["grads"]:  # each rank's own gradients differ; DDP's averages do not
+        torch.testing.assert_close(ranks[0]["grads"][name], ranks[1]["grads"][name])
+    for part in ("student", "teacher"):
+        for name, value in ranks[0][part].items():
+            assert torch.equal(value, ranks[1][part][name]), (part, name)
+    assert any(v.abs().sum() > 0 for v in ranks[0]["grads"].values())
