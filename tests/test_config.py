@@ -9,8 +9,8 @@ from detectron2 import model_zoo
 from detectron2.config import get_cfg
 
 from softteacher import add_softteacher_config
-from softteacher.engine.trainer import check_semi_supervised_model
 from softteacher.data import shapes
+from softteacher.engine.trainer import check_semi_supervised_model
 
 
 def load(path, opts=()):

@@ -59,3 +59,34 @@ def test_eval_only_with_fresh_weights_gives_other_predictions(tiny_shapes, tmp_p
     run(["--config-file", CONFIG, *tiny_training_opts(train_dir, max_iter=3)])
     run(["--config-file", CONFIG, "--eval-only", *tiny_training_opts(eval_dir), "SEED", "7"])
     assert predictions(eval_dir, "tiny_shapes_val") != predictions(train_dir, "tiny_shapes_val")
+
+
+SEMI_CONFIG = config_path("Shapes", "soft_teacher_R18_FPN_10pct.yaml")
+
+
+def semi_opts(output_dir, labeled, unlabeled, max_iter):
+    return tiny_training_opts(output_dir, max_iter) + [
+        "DATASETS.TRAIN_LABELED", f"('{labeled}',)",
+        "DATASETS.TRAIN_UNLABELED", f"('{unlabeled}',)",
+        "SOLVER.IMS_PER_BATCH_LABELED", "1",
+        "SOLVER.IMS_PER_BATCH_UNLABELED", "2",
+        "SEMI.BURN_IN_ITERS", "0",
+        "SEMI.EMA_MOMENTUM", "0.5",  # so that teacher and student differ after 3 steps
+    ]
+
+
+@pytest.mark.parametrize("which", ["teacher", "student"])
+def test_eval_only_reproduces_the_logged_ap_of_the_teacher_or_the_student(tiny_semi, tmp_path, which):
+    train_dir, eval_dir = tmp_path / "train", tmp_path / "eval"
+    run(["--config-file", SEMI_CONFIG, *semi_opts(train_dir, *tiny_semi, max_iter=3)])
+    logged = last_logged(os.path.join(train_dir, "metrics.json"), f"{which}/bbox/AP")
+    order = "('teacher', 'student')" if which == "teacher" else "('student', 'teacher')"
+    results = run(["--config-file", SEMI_CONFIG, "--eval-only", *semi_opts(eval_dir, *tiny_semi, max_iter=3),
+                   "MODEL.WEIGHTS", os.path.join(train_dir, "model_final.pth"), "SEMI.EVAL_MODELS", order])
+    ap = results["bbox"]["AP"]
+    assert ap == pytest.approx(logged, abs=1e-6) or (math.isnan(ap) and math.isnan(logged))
+    expected = predictions(os.path.join(train_dir, which), "tiny_shapes_val")
+    assert expected
+    assert predictions(eval_dir, "tiny_shapes_val") == expected
+    other = predictions(os.path.join(train_dir, "student" if which == "teacher" else "teacher"), "tiny_shapes_val")
+    assert other != expected  # the two models really differ, so the check above can fail

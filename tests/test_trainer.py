@@ -11,7 +11,7 @@ from softteacher import SoftTeacherTrainer
 from softteacher.data import build_labeled_unlabeled_loader
 from softteacher.data.augmentations import map_boxes
 from softteacher.engine import EMATeacherHook
-from softteacher.modeling import PseudoLabeler
+from softteacher.modeling import PseudoLabeler, jitter_reliability
 
 
 def one_batch(cfg):
@@ -133,3 +133,20 @@ def test_amp_runs_the_step_in_bfloat16_on_the_cpu(tiny_semi, tmp_path):
     assert trainer._trainer.grad_scaler is None  # bfloat16 needs no loss scaling
     losses = trainer.storage.history("total_loss").values()
     assert losses and all(math.isfinite(v) for v, _ in losses)
+
+
+def test_box_jitter_refines_every_copy_of_every_image_in_one_box_head_call(tiny_semi, tmp_path):
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **EVERY_DETECTION_IS_A_PSEUDO_BOX)
+    _, labeler = student_and_labeler(cfg)
+    _, unlabeled = one_batch(cfg)
+    calls = []
+    labeler.teacher.roi_heads.box_head.register_forward_hook(lambda m, i, o: calls.append(len(o)))
+    with EventStorage(0):
+        detections, head = labeler.detect([u["weak"] for u in unlabeled])
+        calls.clear()
+        uncertainty = jitter_reliability(
+            head.refine, [d.pred_boxes.tensor for d in detections], [d.pred_classes for d in detections], 10, 0.06
+        )
+    assert calls == [10 * sum(len(d) for d in detections)]
+    assert [len(u) for u in uncertainty] == [len(d) for d in detections] and sum(calls) > 0
+    assert all(torch.isfinite(u).all() and (u >= 0).all() for u in uncertainty)

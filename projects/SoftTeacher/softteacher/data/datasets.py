@@ -11,6 +11,7 @@ Data lives under ``$DETECTRON2_DATASETS/shapes`` (default ``./datasets/shapes``)
 builtin datasets do.
 """
 
+import functools
 import logging
 import os
 
@@ -84,19 +85,21 @@ def register_shapes():
             continue
         DatasetCatalog.register(name, lambda split=split: _load_split(split))
         MetadataCatalog.get(name).set(**_metadata(split, split))
-    for percent in SHAPES_PERCENTS:
-        for fold in SHAPES_FOLDS:
+    meta = _metadata("train", "train")
+    del meta["json_file"]  # evaluating on a split uses its own converted json
+    _register_splits("shapes_train", SHAPES_PERCENTS, SHAPES_FOLDS, _load_fold, meta)
+
+
+def _register_splits(base_name, percents, folds, load, metadata):
+    """Register ``{base_name}.{fold}@{percent}`` and its ``-unlabeled`` complement for every
+    percent and fold, loaded lazily by ``load(percent, fold, unlabeled)``."""
+    for percent in percents:
+        for fold in folds:
             for unlabeled in (False, True):
-                name = f"shapes_train.{split_suffix(fold, percent)}"
-                name += "-unlabeled" if unlabeled else ""
-                if name in DatasetCatalog.list():
-                    continue
-                DatasetCatalog.register(
-                    name, lambda p=percent, f=fold, u=unlabeled: _load_fold(p, f, u)
-                )
-                meta = _metadata("train", "train")
-                del meta["json_file"]  # evaluating on a split uses its own converted json
-                MetadataCatalog.get(name).set(**meta)
+                name = f"{base_name}.{split_suffix(fold, percent)}" + ("-unlabeled" if unlabeled else "")
+                if name not in DatasetCatalog.list():
+                    DatasetCatalog.register(name, functools.partial(load, percent, fold, unlabeled))
+                    MetadataCatalog.get(name).set(**metadata)
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -165,19 +168,10 @@ def register_coco_splits():
     ``-unlabeled`` complement, read from annotations/semi_supervised/ as the original code names
     them) and ``coco_2017_unlabeled`` (the unlabeled2017 image folder)."""
     coco_meta = MetadataCatalog.get("coco_2017_train")
-    for percent in COCO_PERCENTS:
-        for fold in COCO_FOLDS:
-            for unlabeled in (False, True):
-                name = f"coco_2017_train.{split_suffix(fold, percent)}"
-                name += "-unlabeled" if unlabeled else ""
-                if name in DatasetCatalog.list():
-                    continue
-                DatasetCatalog.register(
-                    name, lambda p=percent, f=fold, u=unlabeled: _load_coco_split(p, f, u)
-                )
-                MetadataCatalog.get(name).set(
-                    evaluator_type="coco", thing_classes=coco_meta.thing_classes,
-                    thing_dataset_id_to_contiguous_id=coco_meta.thing_dataset_id_to_contiguous_id,
-                )
+    meta = dict(
+        evaluator_type="coco", thing_classes=coco_meta.thing_classes,
+        thing_dataset_id_to_contiguous_id=coco_meta.thing_dataset_id_to_contiguous_id,
+    )
+    _register_splits("coco_2017_train", COCO_PERCENTS, COCO_FOLDS, _load_coco_split, meta)
     if "coco_2017_unlabeled" not in DatasetCatalog.list():
         register_image_folder("coco_2017_unlabeled", os.path.join(_coco_root(), "unlabeled2017"))

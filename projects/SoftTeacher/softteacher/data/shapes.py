@@ -26,9 +26,9 @@ CLASSES = ("disk", "triangle", "rectangle", "star", "cross")
 DISTRACTORS = ("hexagon", "blob", "bar", "ring")
 # OpenCV hue is 0..180; neighbouring classes overlap after jitter, so colour alone is not enough.
 CLASS_HUES = (0, 36, 72, 108, 144)
-HUE_JITTER = 24
+HUE_JITTER = 14
 IMAGE_SIZES = ((160, 160), (160, 224), (224, 160))  # (height, width)
-OBJECT_SIZE_RANGE = (12, 60)  # bounding diameter in pixels, log-uniform
+OBJECT_SIZE_RANGE = (16, 64)  # bounding diameter in pixels, log-uniform
 OBJECTS_PER_IMAGE = (1, 8)
 DISTRACTORS_PER_IMAGE = (0, 4)
 MIN_VISIBLE_FRACTION = 0.5
@@ -142,7 +142,7 @@ def _background(shape, rng):
         period = rng.uniform(5, 16)
         lines = ((xx * np.cos(angle) + yy * np.sin(angle)) % period) < 1.5
         image[lines] = image[lines] * rng.uniform(0.6, 0.9) + rng.uniform(0, 40)
-    specks = rng.random((h, w)) < rng.uniform(0.0, 0.03)  # small clutter dots
+    specks = rng.random((h, w)) < rng.uniform(0.0, 0.015)  # small clutter dots
     image[specks] = rng.uniform(0, 255, (int(specks.sum()), 3))
     return image
 
@@ -195,7 +195,7 @@ def render_image(seed, split, index):
         areas.append(int(mask.sum()) if is_object else 0)
         labels.append(CLASSES.index(kind) if is_object else -1)
 
-    image += rng.normal(0, rng.uniform(3, 12), image.shape)
+    image += rng.normal(0, rng.uniform(2, 8), image.shape)
     image = np.clip(image, 0, 255).astype(np.uint8)
     if rng.random() < 0.5:
         image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.4, 0.9))
