@@ -16,10 +16,10 @@ from detectron2.engine import launch
 from detectron2.utils import comm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from conftest import EVERY_DETECTION_IS_A_PSEUDO_BOX, soft_teacher_cfg  # noqa: E402
-
 from softteacher import SoftTeacherTrainer  # noqa: E402
 from softteacher.data import register_semi_coco  # noqa: E402
+
+from conftest import EVERY_DETECTION_IS_A_PSEUDO_BOX, soft_teacher_cfg  # noqa: E402
 
 
 def register(root):

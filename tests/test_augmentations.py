@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from conftest import config_path
 from detectron2.config import get_cfg
 from detectron2.data import transforms as T
 
@@ -20,6 +19,8 @@ from softteacher.data.augmentations import (
     weak_to_strong_matrix,
 )
 from softteacher.data.mappers import WeakStrongDatasetMapper
+
+from conftest import config_path
 
 BOXES = np.array([[80.0, 50.0, 120.0, 80.0], [60.0, 40.0, 90.0, 110.0], [110.0, 70.0, 150.0, 115.0]])
 

@@ -4,13 +4,14 @@ import glob
 import os
 
 import pytest
-from conftest import config_path
 from detectron2 import model_zoo
 from detectron2.config import get_cfg
 
 from softteacher import add_softteacher_config
 from softteacher.data import shapes
 from softteacher.engine.trainer import check_semi_supervised_model
+
+from conftest import config_path
 
 
 def load(path, opts=()):

@@ -3,13 +3,14 @@
 import itertools
 
 import pytest
-from conftest import semi_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 
 from softteacher.data import build_labeled_unlabeled_loader
 from softteacher.data.loader import per_gpu_batch_sizes
+
+from conftest import semi_cfg
 
 
 def take(cfg, steps):

@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from conftest import config_path, tiny_training_opts
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.evaluation import COCOEvaluator, inference_on_dataset
@@ -16,6 +15,8 @@ from detectron2.utils.events import EventStorage
 
 from softteacher import add_softteacher_config
 from softteacher.env import collect_env
+
+from conftest import config_path, tiny_training_opts
 
 pytestmark = pytest.mark.smoke
 

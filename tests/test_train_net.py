@@ -6,8 +6,9 @@ import os
 import sys
 
 import pytest
-from conftest import REPO, config_path, tiny_training_opts
 from detectron2.engine import default_argument_parser
+
+from conftest import REPO, config_path, tiny_training_opts
 
 sys.path.insert(0, REPO)
 import train_net  # noqa: E402

@@ -3,7 +3,6 @@
 import math
 
 import torch
-from conftest import EVERY_DETECTION_IS_A_PSEUDO_BOX, soft_teacher_cfg
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
@@ -12,6 +11,8 @@ from softteacher.data import build_labeled_unlabeled_loader
 from softteacher.data.augmentations import map_boxes
 from softteacher.engine import EMATeacherHook
 from softteacher.modeling import PseudoLabeler, jitter_reliability
+
+from conftest import EVERY_DETECTION_IS_A_PSEUDO_BOX, soft_teacher_cfg
 
 
 def one_batch(cfg):
