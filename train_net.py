@@ -14,6 +14,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from softteacher import SoftTeacherTrainer, add_softteacher_config
 from softteacher.engine.cpu_ddp import cpu_ddp_support
@@ -41,6 +43,7 @@ def setup(args):
         cfg.MODEL.DEVICE = "cpu"  # detectron2 defaults to cuda; run where we are
     cfg.freeze()
     default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="softteacher")
     return cfg
 
 
