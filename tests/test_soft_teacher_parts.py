@@ -143,3 +143,17 @@ def test_ema_update_and_momentum_formula():
     expected = 0.9 * teacher.weight.detach() + 0.1 * student.weight.detach()
     ema_update(teacher, student, 0.9)
     torch.testing.assert_close(teacher.weight.detach(), expected)
+
+
+def test_unsupervised_weight_is_zero_in_burn_in_then_alpha_then_decays_linearly():
+    from detectron2.config import get_cfg
+
+    from softteacher import add_softteacher_config
+    from softteacher.engine import unsup_weight_at
+
+    cfg = get_cfg()
+    add_softteacher_config(cfg)
+    cfg.SOLVER.MAX_ITER, cfg.SEMI.BURN_IN_ITERS, cfg.SEMI.UNSUP_WEIGHT = 100, 10, 4.0
+    assert [unsup_weight_at(cfg, i) for i in (0, 9, 10, 99)] == [0.0, 0.0, 4.0, 4.0]
+    cfg.SEMI.UNSUP_WEIGHT_DECAY_ITERS = 20
+    assert [unsup_weight_at(cfg, i) for i in (79, 80, 90, 99)] == [4.0, 4.0, 2.0, 0.2]

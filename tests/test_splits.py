@@ -60,3 +60,35 @@ def test_broken_json_and_missing_keys_name_the_file_and_key(tmp_path):
     partial.write_text(json.dumps({"images": []}))
     with pytest.raises(ValueError, match="partial.json: missing top-level key 'categories'"):
         load_coco_dict(str(partial))
+
+
+def test_split_tool_writes_every_requested_percent_and_fold(tmp_path, capsys):
+    import sys
+
+    sys.path.insert(0, str(__import__("conftest").REPO))
+    from tools.split_coco import main
+
+    src = tmp_path / "instances_x.json"
+    src.write_text(json.dumps({"images": [{"id": i} for i in range(1, 101)], "annotations": [],
+                               "categories": []}))
+    main([str(src), "--percent", "1", "10", "--fold", "1", "2"])
+    written = sorted(p.name for p in tmp_path.iterdir() if p.name != "instances_x.json")
+    assert written == sorted(f"instances_x.{f}@{p}{s}.json" for p in (1, 10) for f in (1, 2)
+                             for s in ("", "-unlabeled"))
+    assert len(json.loads((tmp_path / "instances_x.2@10.json").read_text())["images"]) == 10
+
+
+def test_a_plain_image_folder_is_an_unlabeled_dataset(tmp_path):
+    import cv2
+    import numpy as np
+
+    from softteacher.data.datasets import load_image_folder
+
+    (tmp_path / "sub").mkdir()
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((30, 40, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "sub" / "b.png"), np.zeros((20, 10, 3), np.uint8))
+    (tmp_path / "notes.txt").write_text("not an image")
+    dicts = load_image_folder(str(tmp_path))
+    assert [d["image_id"] for d in dicts] == ["a.jpg", "sub/b.png"]
+    with pytest.raises(FileNotFoundError, match="missing-folder"):
+        load_image_folder(str(tmp_path / "missing-folder"))

@@ -151,3 +151,18 @@ def test_box_jitter_refines_every_copy_of_every_image_in_one_box_head_call(tiny_
     assert calls == [10 * sum(len(d) for d in detections)]
     assert [len(u) for u in uncertainty] == [len(d) for d in detections] and sum(calls) > 0
     assert all(torch.isfinite(u).all() and (u >= 0).all() for u in uncertainty)
+
+
+def test_a_plain_detectron2_checkpoint_initialises_student_and_teacher(tiny_semi, tmp_path):
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path / "out")
+    torch.manual_seed(7)
+    plain = build_model(cfg)  # a GeneralizedRCNN-compatible state, saved the model-zoo way
+    torch.save({"model": plain.state_dict()}, tmp_path / "plain.pth")
+    cfg.defrost()
+    cfg.MODEL.WEIGHTS = str(tmp_path / "plain.pth")
+    trainer = SoftTeacherTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.before_train()  # the EMA hook starts the teacher as the student
+    for name, value in plain.state_dict().items():
+        assert torch.equal(trainer.student.state_dict()[name], value), name
+        assert torch.equal(trainer.teacher.state_dict()[name], value), name
