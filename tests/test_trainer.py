@@ -118,6 +118,7 @@ def test_resume_restores_teacher_student_optimizer_and_ema_step(tiny_semi, tmp_p
     for key, state in saved_opt["state"].items():
         assert torch.equal(state["momentum_buffer"], loaded_opt["state"][key]["momentum_buffer"])
     assert next(h for h in second._hooks if isinstance(h, EMATeacherHook)).step == 3
+    assert second.scheduler.state_dict() == first.scheduler.state_dict()
     second.train()
     assert second.iter == 5  # ran iterations 3 and 4
     assert next(h for h in second._hooks if isinstance(h, EMATeacherHook)).step == 5
