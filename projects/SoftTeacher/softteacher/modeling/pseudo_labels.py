@@ -183,7 +183,10 @@ class PseudoLabeler:
             "reg_targets": targets.get("reg"),
             "background_probs": background_probs,
         }
-        return inputs, self._statistics(unlabeled, boxes, classes, keep)
+        stats = self._statistics(unlabeled, boxes, classes, keep)
+        if self.box_jitter and sum(len(u) for u in uncertainty):
+            stats["semi/jitter_uncertainty_median"] = cat(uncertainty).median().item()
+        return inputs, stats
 
     def _statistics(self, unlabeled, boxes, classes, keep):
         stats = {}
