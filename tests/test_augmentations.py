@@ -165,3 +165,19 @@ def test_map_boxes_works_on_tensors_like_on_arrays():
     np.testing.assert_allclose(
         map_boxes(matrix, torch.tensor(BOXES), 100, 120).numpy(), map_boxes(matrix, BOXES, 100, 120)
     )
+
+
+def test_map_boxes_with_one_matrix_and_size_per_box_equals_mapping_each_box_alone():
+    import torch
+
+    matrices = np.array([
+        [[0.9, 0.3, 4.0], [-0.2, 1.1, 2.0], [0.0, 0.0, 1.0]],
+        [[1.5, 0.0, -30.0], [0.0, 1.5, -10.0], [0.0, 0.0, 1.0]],
+        [[-1.0, 0.0, 200.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+    ])
+    heights, widths = np.array([100.0, 90.0, 200.0]), np.array([120.0, 100.0, 180.0])
+    batched = map_boxes(torch.tensor(matrices), torch.tensor(BOXES), torch.tensor(heights), torch.tensor(widths))
+    for i in range(len(BOXES)):
+        np.testing.assert_allclose(batched[i].numpy(), map_boxes(matrices[i], BOXES[i:i + 1], heights[i], widths[i])[0])
+    # box 1 scaled by 1.5 and shifted: (60, 40, 90, 110) -> (60, 50, 105, 155), clipped to 100 x 90
+    np.testing.assert_allclose(batched[1].numpy(), [60.0, 50.0, 100.0, 90.0])

@@ -139,6 +139,33 @@ class PseudoLabeler:
         return detections, TeacherBoxHead(teacher.roi_heads, features, images.image_sizes)
 
     @torch.no_grad()
+    def label(self, weak_inputs):
+        """The teacher's pseudo-boxes of weak views, in weak-view coordinates.
+
+        Returns:
+            per image, ``Instances`` with ``pred_boxes``, ``pred_classes``, ``scores`` and a
+            boolean ``keep_{branch}`` per loss branch (and ``uncertainty`` with box jitter);
+            and the teacher's box head on these views' features.
+        """
+        detections, head = self.detect(weak_inputs)
+        for d in detections:
+            for branch, thresh in self.thresholds.items():
+                d.set(f"keep_{branch}", d.scores > thresh)
+        if self.box_jitter:
+            uncertainty = jitter_reliability(
+                head.refine, [d.pred_boxes.tensor for d in detections],
+                [d.pred_classes for d in detections], self.jitter_times, self.jitter_scale,
+            )
+            for d, u in zip(detections, uncertainty):
+                d.uncertainty = u
+                d.keep_reg = u < self.reg_uncertainty_thresh
+        return detections, head
+
+    @property
+    def branches(self):
+        return BRANCHES if self.box_jitter else BRANCHES[:2]
+
+    @torch.no_grad()
     def __call__(self, unlabeled):
         """
         Args:
@@ -146,35 +173,42 @@ class PseudoLabeler:
         Returns:
             (inputs for ``SemiSupervisedRCNN(..., unlabeled=inputs)``, dict of scalars to log)
         """
-        detections, head = self.detect([u["weak"] for u in unlabeled])
-        boxes = [d.pred_boxes.tensor for d in detections]
-        classes = [d.pred_classes for d in detections]
-        scores = [d.scores for d in detections]
-        if self.box_jitter:
-            uncertainty = jitter_reliability(head.refine, boxes, classes, self.jitter_times, self.jitter_scale)
-
-        keep = {branch: [s > t for s in scores] for branch, t in self.thresholds.items()}
-        if self.box_jitter:
-            keep["reg"] = [u < self.reg_uncertainty_thresh for u in uncertainty]
-
-        device = boxes[0].device if boxes else torch.device("cpu")
-        weak_to_strong = [torch.as_tensor(u["weak_to_strong"], device=device) for u in unlabeled]
-        strong_sizes = [tuple(u["strong"]["image"].shape[1:]) for u in unlabeled]
-        targets = {branch: [] for branch in keep}
-        for i, (matrix, size) in enumerate(zip(weak_to_strong, strong_sizes)):
-            strong_boxes = map_boxes(matrix, boxes[i].double(), *size).float()
-            visible = (strong_boxes[:, 2] > strong_boxes[:, 0]) & (strong_boxes[:, 3] > strong_boxes[:, 1])
-            for branch in keep:
-                k = keep[branch][i] & visible
-                targets[branch].append(_targets(strong_boxes[k], classes[i][k], size))
+        detections, head = self.label([u["weak"] for u in unlabeled])
+        boxes = cat([d.pred_boxes.tensor for d in detections])
+        image_index = torch.repeat_interleave(
+            torch.arange(len(detections), device=boxes.device),
+            torch.as_tensor([len(d) for d in detections], device=boxes.device),
+        )
+        weak_to_strong = torch.as_tensor(
+            np.stack([u["weak_to_strong"] for u in unlabeled]), device=boxes.device
+        )
+        strong_sizes = torch.as_tensor(
+            [u["strong"]["image"].shape[1:] for u in unlabeled], device=boxes.device, dtype=torch.float64
+        )
+        heights, widths = strong_sizes[image_index].unbind(1)
+        strong_boxes = map_boxes(weak_to_strong[image_index], boxes.double(), heights, widths).float()
+        visible = (strong_boxes[:, 2] > strong_boxes[:, 0]) & (strong_boxes[:, 3] > strong_boxes[:, 1])
+        counts = [len(d) for d in detections]
+        targets = {}
+        for branch in self.branches:
+            keep = cat([d.get(f"keep_{branch}") for d in detections]) & visible
+            targets[branch] = [
+                _targets(b[k], d.pred_classes[k], tuple(u["strong"]["image"].shape[1:]))
+                for b, k, d, u in zip(strong_boxes.split(counts), keep.split(counts), detections, unlabeled)
+            ]
+        strong_to_weak = torch.linalg.inv(weak_to_strong)
+        weak_sizes = torch.as_tensor(head.image_sizes, device=boxes.device, dtype=torch.float64)
 
         def background_probs(samples):
-            with torch.no_grad():
-                weak_boxes = [
-                    map_boxes(torch.linalg.inv(m), s.proposal_boxes.tensor.double(), *size).float()
-                    for m, s, size in zip(weak_to_strong, samples, head.image_sizes)
-                ]
-                return head.background_probs(weak_boxes)
+            """Teacher background probability of the student's sampled (strong-view) boxes."""
+            sample_boxes = cat([s.proposal_boxes.tensor for s in samples])
+            index = torch.repeat_interleave(
+                torch.arange(len(samples), device=boxes.device),
+                torch.as_tensor([len(s) for s in samples], device=boxes.device),
+            )
+            heights, widths = weak_sizes[index].unbind(1)
+            weak_boxes = map_boxes(strong_to_weak[index], sample_boxes.double(), heights, widths).float()
+            return head.background_probs(weak_boxes.split([len(s) for s in samples]))
 
         inputs = {
             "images": [u["strong"] for u in unlabeled],
@@ -183,29 +217,39 @@ class PseudoLabeler:
             "reg_targets": targets.get("reg"),
             "background_probs": background_probs,
         }
-        stats = self._statistics(unlabeled, boxes, classes, keep)
-        if self.box_jitter and sum(len(u) for u in uncertainty):
-            stats["semi/jitter_uncertainty_median"] = cat(uncertainty).median().item()
-        return inputs, stats
+        return inputs, self._statistics(unlabeled, detections)
 
-    def _statistics(self, unlabeled, boxes, classes, keep):
+    def _statistics(self, unlabeled, detections):
         stats = {}
         num_images = max(len(unlabeled), 1)
-        for branch, masks in keep.items():
-            stats[f"semi/pseudo_boxes_{branch}"] = sum(int(m.sum()) for m in masks) / num_images
-            if not all("unlabeled_gt_instances" in u for u in unlabeled):
+        has_gt = all("unlabeled_gt_instances" in u for u in unlabeled)
+        for branch in self.branches:
+            stats[f"semi/pseudo_boxes_{branch}"] = sum(int(d.get(f"keep_{branch}").sum()) for d in detections) / num_images
+            if not has_gt:
                 continue
-            counts = np.array([
-                match_counts(b[m], c[m], gt.gt_boxes.tensor.to(b.device), gt.gt_classes.to(b.device))
-                for b, c, m, gt in zip(boxes, classes, masks,
-                                       (u["unlabeled_gt_instances"] for u in unlabeled))
-            ]).sum(0)
-            if counts[1] > 0:
-                stats[f"semi/precision_{branch}"] = counts[0] / counts[1]
-            if counts[3] > 0:
-                stats[f"semi/recall_{branch}"] = counts[2] / counts[3]
+            tp, predicted, found, total = pseudo_label_quality(
+                detections, [u["unlabeled_gt_instances"] for u in unlabeled], branch
+            )
+            if predicted > 0:
+                stats[f"semi/precision_{branch}"] = tp / predicted
+            if total > 0:
+                stats[f"semi/recall_{branch}"] = found / total
         if self.box_jitter:
-            candidates = sum(len(b) for b in boxes)
-            if candidates:
-                stats["semi/jitter_pass_fraction"] = sum(int(m.sum()) for m in keep["reg"]) / candidates
+            uncertainty = cat([d.uncertainty for d in detections])
+            if len(uncertainty):
+                stats["semi/jitter_pass_fraction"] = (uncertainty < self.reg_uncertainty_thresh).float().mean().item()
+                stats["semi/jitter_uncertainty_median"] = uncertainty.median().item()
         return stats
+
+
+def pseudo_label_quality(detections, ground_truth, branch, iou_thresh=0.5):
+    """Summed (true positives, pseudo-boxes, ground truths found, ground truths) of one branch's
+    pseudo-boxes over images, class-aware, at an IoU."""
+    counts = np.zeros(4, dtype=np.int64)
+    for d, gt in zip(detections, ground_truth):
+        keep = d.get(f"keep_{branch}")
+        counts += match_counts(
+            d.pred_boxes.tensor[keep], d.pred_classes[keep],
+            gt.gt_boxes.tensor.to(keep.device), gt.gt_classes.to(keep.device), iou_thresh,
+        )
+    return tuple(int(c) for c in counts)
