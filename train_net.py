@@ -20,6 +20,7 @@ from detectron2.utils.logger import setup_logger
 from softteacher import SoftTeacherTrainer, add_softteacher_config
 from softteacher.engine.cpu_ddp import cpu_ddp_support
 from softteacher.engine.evaluation import build_detection_evaluator
+from softteacher.engine.training_curves import TrainingCurvesHook
 
 
 class Trainer(DefaultTrainer):
@@ -32,6 +33,9 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         return build_detection_evaluator(cfg, dataset_name, output_folder)
+
+    def build_hooks(self):
+        return super().build_hooks() + [TrainingCurvesHook(self.cfg.OUTPUT_DIR)]
 
 
 def setup(args):

@@ -81,6 +81,9 @@ def test_eval_only_reproduces_the_logged_ap_of_the_teacher_or_the_student(tiny_s
     train_dir, eval_dir = tmp_path / "train", tmp_path / "eval"
     run(["--config-file", SEMI_CONFIG, *semi_opts(train_dir, *tiny_semi, max_iter=3)])
     logged = last_logged(os.path.join(train_dir, "metrics.json"), f"{which}/bbox/AP")
+    # the last iteration always draws the pseudo-labels and the curves
+    assert os.path.getsize(os.path.join(train_dir, "pseudo_labels", "iter_0000002.png")) > 0
+    assert os.path.getsize(os.path.join(train_dir, "training_curves.png")) > 0
     order = "('teacher', 'student')" if which == "teacher" else "('student', 'teacher')"
     results = run(["--config-file", SEMI_CONFIG, "--eval-only", *semi_opts(eval_dir, *tiny_semi, max_iter=3),
                    "MODEL.WEIGHTS", os.path.join(train_dir, "model_final.pth"), "SEMI.EVAL_MODELS", order])
@@ -91,3 +94,30 @@ def test_eval_only_reproduces_the_logged_ap_of_the_teacher_or_the_student(tiny_s
     assert predictions(eval_dir, "tiny_shapes_val") == expected
     other = predictions(os.path.join(train_dir, "student" if which == "teacher" else "teacher"), "tiny_shapes_val")
     assert other != expected  # the two models really differ, so the check above can fail
+
+
+def test_exported_teacher_gives_vanilla_detectron2_the_logged_ap(tiny_semi, tmp_path):
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import get_cfg
+    from detectron2.data import build_detection_test_loader
+    from detectron2.evaluation import COCOEvaluator, inference_on_dataset
+    from detectron2.modeling import GeneralizedRCNN, build_model
+
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    import export_model
+
+    train_dir = tmp_path / "train"
+    run(["--config-file", SEMI_CONFIG, *semi_opts(train_dir, *tiny_semi, max_iter=3)])
+    export_model.main(["--config-file", SEMI_CONFIG, "--checkpoint", str(train_dir / "model_final.pth"),
+                       "--output", str(tmp_path / "exported"), "DATASETS.TEST", "('tiny_shapes_val',)"])
+    cfg = get_cfg()  # detectron2's own keys only: the exported config must not need ours
+    cfg.merge_from_file(str(tmp_path / "exported" / "config.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    assert type(model) is GeneralizedRCNN
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    evaluator = COCOEvaluator("tiny_shapes_val", output_dir=str(tmp_path / "vanilla" / "inference" / "tiny_shapes_val"))
+    ap = inference_on_dataset(model, build_detection_test_loader(cfg, "tiny_shapes_val"), evaluator)["bbox"]["AP"]
+    logged = last_logged(os.path.join(train_dir, "metrics.json"), "teacher/bbox/AP")
+    assert ap == pytest.approx(logged, abs=1e-6) or (math.isnan(ap) and math.isnan(logged))
+    assert predictions(str(tmp_path / "vanilla"), "tiny_shapes_val") == predictions(os.path.join(train_dir, "teacher"), "tiny_shapes_val")

@@ -20,7 +20,7 @@ from detectron2.utils.env import seed_all_rng
 from softteacher import add_softteacher_config
 from softteacher.data import LabeledDatasetMapper, WeakStrongDatasetMapper
 from softteacher.data.augmentations import map_boxes
-from softteacher.visualization import PALETTE, draw_boxes, save_png, tile, titled, to_rgb
+from softteacher.visualization import PALETTE, draw_boxes, enlarge, save_png, tile, titled, to_rgb
 
 SCALE = 2
 
@@ -43,7 +43,7 @@ def render(cfg, num, seed):
         pair = pair_mapper(unlabeled[i % len(unlabeled)])
 
         def big(image):
-            return np.ascontiguousarray(np.kron(image, np.ones((SCALE, SCALE, 1), np.uint8)))
+            return enlarge(image, SCALE)
 
         cells.append(titled(labeled_boxes(view, big(to_rgb(view["image"], fmt))), "labeled view"))
         gt = pair.get("unlabeled_gt_instances")

@@ -33,6 +33,10 @@ def add_softteacher_config(cfg):
     cfg.SEMI.BOX_JITTER = True
     # which models EvalHook evaluates during training; the first is used by --eval-only
     cfg.SEMI.EVAL_MODELS = ("teacher", "student")
+    # every this many iterations, the teacher's pseudo-labels on VIS_IMAGES unlabeled images are
+    # drawn to tensorboard and OUTPUT_DIR/pseudo_labels/ (0: never)
+    cfg.SEMI.VIS_PERIOD = 5000
+    cfg.SEMI.VIS_IMAGES = 4
 
     # colour op magnitudes, drawn from this inclusive range out of 10 (labeled and strong views)
     cfg.INPUT.COLOR_MAGNITUDE = (1, 9)

@@ -13,6 +13,11 @@ def to_rgb(image_chw, image_format):
     return np.ascontiguousarray(image[..., ::-1] if image_format == "BGR" else image)
 
 
+def enlarge(image, scale):
+    """Nearest-neighbour upscaling by an integer factor, so small images stay readable."""
+    return np.ascontiguousarray(np.kron(image, np.ones((scale, scale, 1), np.uint8)))
+
+
 def _dashed_line(image, p, q, color, thickness, dash=4):
     length = max(abs(q[0] - p[0]), abs(q[1] - p[1]), 1)
     for start in range(0, length, 2 * dash):

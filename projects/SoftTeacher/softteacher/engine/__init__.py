@@ -1,11 +1,17 @@
 from .ema import EMATeacherHook, ema_momentum, ema_update
+from .pseudo_label_pictures import PseudoLabelPicturesHook, draw_pseudo_labels
 from .trainer import SoftTeacherStep, SoftTeacherTrainer, unsup_weight_at
+from .training_curves import TrainingCurvesHook, plot_training_curves
 
 __all__ = [
+    "draw_pseudo_labels",
     "EMATeacherHook",
     "ema_momentum",
     "ema_update",
+    "plot_training_curves",
+    "PseudoLabelPicturesHook",
     "SoftTeacherStep",
     "SoftTeacherTrainer",
+    "TrainingCurvesHook",
     "unsup_weight_at",
 ]

@@ -22,6 +22,8 @@ from ..modeling import PseudoLabeler, SemiSupervisedRCNN, SoftTeacherROIHeads
 from .cpu_ddp import cpu_ddp_support
 from .ema import EMATeacherHook
 from .evaluation import build_detection_evaluator
+from .pseudo_label_pictures import PseudoLabelPicturesHook
+from .training_curves import TrainingCurvesHook
 
 logger = logging.getLogger(__name__)
 
@@ -137,12 +139,13 @@ class SoftTeacherTrainer(DefaultTrainer):
         check_semi_supervised_model(cfg)
         # built before DefaultTrainer.__init__, whose build_hooks() needs it
         self.teacher = self.build_teacher(cfg)
+        self.pseudo_labeler = PseudoLabeler(cfg, self.teacher)
         with cpu_ddp_support(cfg):
             super().__init__(cfg)
         base = self._trainer
         self._trainer = SoftTeacherStep(
             base.model, base.data_loader, base.optimizer,
-            PseudoLabeler(cfg, self.teacher), cfg, amp=cfg.SOLVER.AMP.ENABLED,
+            self.pseudo_labeler, cfg, amp=cfg.SOLVER.AMP.ENABLED,
         )
         self.checkpointer.add_checkpointable("teacher", self.teacher)
 
@@ -178,6 +181,11 @@ class SoftTeacherTrainer(DefaultTrainer):
         for i, hook in enumerate(ret):
             if isinstance(hook, hooks.EvalHook):
                 ret[i] = hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, self._evaluate_teacher_and_student)
+        ret.append(TrainingCurvesHook(self.cfg.OUTPUT_DIR))
+        if self.cfg.SEMI.VIS_PERIOD > 0:
+            ret.append(PseudoLabelPicturesHook(
+                self.cfg, self.pseudo_labeler, self.cfg.SEMI.VIS_PERIOD, self.cfg.SEMI.VIS_IMAGES
+            ))
         return ret
 
     def _evaluate_teacher_and_student(self):

@@ -1,0 +1,59 @@
+"""Export the teacher or the student of a Soft Teacher checkpoint as a plain detectron2 model.
+
+The result is what detectron2 users load without this project's training code: ``model.pth``
+holding ``{"model": state_dict}`` and ``config.yaml`` for ``GeneralizedRCNN`` with
+``StandardROIHeads`` (the student's extra heads add no parameters), containing only detectron2's
+own keys. A model whose backbone is this project's (the CPU-sized ``Shapes`` configs) still needs
+``import softteacher`` to register that backbone; the COCO and VOC models are pure detectron2.
+"""
+
+import os
+
+import torch
+from detectron2.config import CfgNode, get_cfg
+
+EXPORTABLE = ("teacher", "student")
+
+
+def load_checkpoint(path):
+    """A checkpoint's dict, read without running pickled code (``weights_only``)."""
+    with open(path, "rb") as f:
+        return torch.load(f, map_location="cpu", weights_only=True)
+
+
+def model_state(checkpoint, which):
+    """The weights of ``which`` ("teacher" or "student") from a loaded checkpoint."""
+    if which not in EXPORTABLE:
+        raise ValueError(f"which = {which!r}: choose one of {EXPORTABLE}")
+    key = "teacher" if which == "teacher" else "model"
+    if key not in checkpoint:
+        raise KeyError(f"the checkpoint has no {key!r} weights (keys: {sorted(checkpoint)})")
+    return checkpoint[key]
+
+
+def detectron2_only(cfg, reference=None):
+    """A copy of ``cfg`` keeping only the keys detectron2's own ``get_cfg()`` knows."""
+    reference = reference if reference is not None else get_cfg()
+    out = CfgNode()
+    for key, value in cfg.items():
+        if key not in reference:
+            continue
+        out[key] = detectron2_only(value, reference[key]) if isinstance(value, CfgNode) else value
+    return out
+
+
+def export_plain_model(cfg, checkpoint_path, which, output_dir):
+    """Write ``model.pth`` and ``config.yaml`` of a plain detectron2 Faster R-CNN; return their paths."""
+    state = model_state(load_checkpoint(checkpoint_path), which)
+    os.makedirs(output_dir, exist_ok=True)
+    weights = os.path.join(output_dir, "model.pth")
+    torch.save({"model": state, "__author__": f"softteacher export ({which} of {checkpoint_path})"}, weights)
+    plain = detectron2_only(cfg)
+    plain.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    plain.MODEL.ROI_HEADS.NAME = "StandardROIHeads"
+    plain.MODEL.WEIGHTS = weights
+    plain.OUTPUT_DIR = output_dir
+    config = os.path.join(output_dir, "config.yaml")
+    with open(config, "w") as f:
+        f.write(plain.dump())
+    return weights, config

@@ -1,0 +1,37 @@
+#!/usr/bin/env python
+"""Export the teacher (default) or the student of a Soft Teacher checkpoint as a plain detectron2
+Faster R-CNN: ``OUTPUT/model.pth`` and ``OUTPUT/config.yaml``.
+
+    python tools/export_model.py --config-file configs/Shapes/soft_teacher_R18_FPN_10pct.yaml \
+        --checkpoint output/shapes/soft_teacher_10pct/model_final.pth --output output/exported
+
+Then, in plain detectron2: ``cfg = get_cfg(); cfg.merge_from_file("output/exported/config.yaml")``,
+``DefaultPredictor(cfg)`` or ``build_model`` + ``DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)``.
+"""
+
+import argparse
+
+from detectron2.config import get_cfg
+
+from softteacher import add_softteacher_config
+from softteacher.export import EXPORTABLE, export_plain_model
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config-file", required=True, help="the config the checkpoint was trained with")
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--which", choices=EXPORTABLE, default="teacher")
+    parser.add_argument("--output", required=True, help="folder for model.pth and config.yaml")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    args = parser.parse_args(argv)
+    cfg = get_cfg()
+    add_softteacher_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    weights, config = export_plain_model(cfg, args.checkpoint, args.which, args.output)
+    print(f"{args.which} -> {weights}\nconfig -> {config}")
+
+
+if __name__ == "__main__":
+    main()
