@@ -116,8 +116,10 @@ def test_exported_teacher_gives_vanilla_detectron2_the_logged_ap(tiny_semi, tmp_
     model = build_model(cfg)
     assert type(model) is GeneralizedRCNN
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    evaluator = COCOEvaluator("tiny_shapes_val", output_dir=str(tmp_path / "vanilla" / "inference" / "tiny_shapes_val"))
+    vanilla_dir = tmp_path / "vanilla"
+    evaluator = COCOEvaluator("tiny_shapes_val", output_dir=str(vanilla_dir / "inference" / "tiny_shapes_val"))
     ap = inference_on_dataset(model, build_detection_test_loader(cfg, "tiny_shapes_val"), evaluator)["bbox"]["AP"]
     logged = last_logged(os.path.join(train_dir, "metrics.json"), "teacher/bbox/AP")
     assert ap == pytest.approx(logged, abs=1e-6) or (math.isnan(ap) and math.isnan(logged))
-    assert predictions(str(tmp_path / "vanilla"), "tiny_shapes_val") == predictions(os.path.join(train_dir, "teacher"), "tiny_shapes_val")
+    teacher_predictions = predictions(os.path.join(train_dir, "teacher"), "tiny_shapes_val")
+    assert predictions(str(vanilla_dir), "tiny_shapes_val") == teacher_predictions
