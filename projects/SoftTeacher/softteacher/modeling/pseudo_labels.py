@@ -224,7 +224,8 @@ class PseudoLabeler:
         num_images = max(len(unlabeled), 1)
         has_gt = all("unlabeled_gt_instances" in u for u in unlabeled)
         for branch in self.branches:
-            stats[f"semi/pseudo_boxes_{branch}"] = sum(int(d.get(f"keep_{branch}").sum()) for d in detections) / num_images
+            kept = sum(int(d.get(f"keep_{branch}").sum()) for d in detections)
+            stats[f"semi/pseudo_boxes_{branch}"] = kept / num_images
             if not has_gt:
                 continue
             tp, predicted, found, total = pseudo_label_quality(
