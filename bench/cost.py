@@ -1,0 +1,250 @@
+#!/usr/bin/env python
+"""What one Soft Teacher step costs, part by part, against the work no semi-supervised method avoids.
+
+    python bench/cost.py [--weights output/shapes/soft_teacher_10pct/model_final.pth] [--steps 20]
+                         [--amp] [KEY VALUE ...]
+
+On the same prefetched batches, in one run, alternating which goes first:
+
+- the Soft Teacher step, split into teacher pseudo-labelling (teacher forward on the weak views),
+  box jitter, mapping (pseudo-boxes into the strong views, statistics), student forward +
+  backward (of which: the teacher scoring the student's background samples), optimizer step and
+  EMA update;
+- the unavoidable work: one student forward + backward on the same labeled and strong-view images
+  (a supervised step on them, the pseudo-boxes as targets), one teacher forward on the weak views,
+  and the optimizer step (counted on both sides: every training does it).
+
+And, on validation images, the exported plain detectron2 model against this project's model with
+the same weights (inference, one image per call). The weights are a trained checkpoint (the demo's
+by default): with random weights the teacher finds no pseudo-box and the step has nothing to do.
+Writes ``bench/results/cost.json`` (``ratio_step_over_unavoidable``, ``jitter_share`` and every
+timing).
+"""
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import build_detection_test_loader
+from detectron2.engine import DefaultTrainer
+from detectron2.modeling import build_model
+
+from softteacher import SoftTeacherTrainer, add_softteacher_config
+from softteacher.data import build_labeled_unlabeled_loader
+from softteacher.engine import ema_update
+from softteacher.export import detectron2_only, load_checkpoint
+from softteacher.modeling import PseudoLabeler
+from softteacher.modeling import pseudo_labels as pseudo_labels_module
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIG = os.path.join(REPO, "configs", "Shapes", "soft_teacher_R18_FPN_10pct.yaml")
+DEFAULT_WEIGHTS = os.path.join(REPO, "output", "shapes", "soft_teacher_10pct", "model_final.pth")
+TARGETS = {"ratio_step_over_unavoidable": 1.2, "jitter_share": 0.10, "exported_inference_ratio": 1.05}
+
+
+class Clock:
+    """Accumulates wall time per section; synchronises CUDA so that GPU work is counted."""
+
+    def __init__(self, device):
+        self.cuda = device.type == "cuda"
+        self.times = {}
+
+    def now(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    @contextlib.contextmanager
+    def section(self, name):
+        start = self.now()
+        yield
+        self.times[name] = self.times.get(name, 0.0) + self.now() - start
+
+    def wrap(self, name, fn):
+        def timed(*args, **kwargs):
+            with self.section(name):
+                return fn(*args, **kwargs)
+
+        return timed
+
+
+def soft_teacher_step(clock, student, labeler, optimizer, labeled, unlabeled, alpha, amp):
+    """One training step as ``SoftTeacherStep.run_step`` does it, timed by section."""
+    with clock.section("pseudo_labels_total"), autocast(student, amp):
+        inputs, _ = labeler(unlabeled)
+    inputs["background_probs"] = clock.wrap("teacher_background_scoring", inputs["background_probs"])
+    with clock.section("student_forward_backward"):
+        with autocast(student, amp):
+            losses = student(labeled, unlabeled=inputs)
+            total = sum(v * alpha if k.startswith("unsup_") else v for k, v in losses.items())
+        optimizer.zero_grad()
+        total.backward()
+    with clock.section("optimizer_step"):
+        optimizer.step()
+    with clock.section("ema_update"):
+        ema_update(labeler.teacher, student, 0.999)
+    return inputs
+
+
+def unavoidable_work(clock, student, teacher, optimizer, labeled, unlabeled, strong_targets, amp):
+    """A supervised step on the same images (pseudo-boxes as targets) and one teacher forward."""
+    with clock.section("teacher_forward"), torch.no_grad(), autocast(student, amp):
+        teacher([u["weak"] for u in unlabeled])
+    strong = [{**u["strong"], "instances": t} for u, t in zip(unlabeled, strong_targets)]
+    with clock.section("student_forward_backward"):
+        with autocast(student, amp):
+            total = sum(student(labeled + strong).values())
+        optimizer.zero_grad()
+        total.backward()
+    with clock.section("optimizer_step"):
+        optimizer.step()
+
+
+def autocast(model, enabled):
+    device = next(model.parameters()).device.type
+    return torch.autocast(device, dtype=torch.float16 if device == "cuda" else torch.bfloat16, enabled=enabled)
+
+
+def inference_ratio(cfg, state, images, device):
+    """Seconds per image of this project's model and of the exported plain detectron2 model."""
+    ours = build_model(cfg)
+    plain_cfg = detectron2_only(cfg)
+    plain_cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    plain_cfg.MODEL.ROI_HEADS.NAME = "StandardROIHeads"
+    plain = build_model(plain_cfg)
+    for model in (ours, plain):
+        model.load_state_dict(state)
+        model.eval()
+    clock = Clock(device)
+    with torch.no_grad():
+        for model in (ours, plain):  # warm-up
+            model(images[0])
+        for i, batch in enumerate(images):
+            for name, model in (("ours", ours), ("plain", plain))[:: 1 if i % 2 else -1]:
+                with clock.section(name):
+                    model(batch)
+    return {name: t / len(images) for name, t in clock.times.items()}
+
+
+def peak_memory_mb(device):
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config-file", default=DEFAULT_CONFIG)
+    parser.add_argument("--weights", default=DEFAULT_WEIGHTS)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--inference-images", type=int, default=40)
+    parser.add_argument("--amp", action="store_true", help="float16 on CUDA, bfloat16 on the CPU")
+    parser.add_argument("--output", default=os.path.join(REPO, "bench", "results", "cost.json"))
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    args = parser.parse_args()
+    if not os.path.exists(args.weights):
+        sys.exit(f"{args.weights} does not exist: run `make demo` first, or pass --weights of a trained "
+                 "Soft Teacher checkpoint")
+
+    cfg = get_cfg()
+    add_softteacher_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.DATALOADER.NUM_WORKERS = 0
+    device = torch.device(cfg.MODEL.DEVICE)
+    torch.manual_seed(0)
+
+    checkpoint = load_checkpoint(args.weights)
+    student = build_model(cfg)
+    student.load_state_dict(checkpoint["model"])
+    teacher = SoftTeacherTrainer.build_teacher(cfg)
+    teacher.load_state_dict(checkpoint.get("teacher", checkpoint["model"]))
+    optimizer = DefaultTrainer.build_optimizer(cfg, student)
+    labeler = PseudoLabeler(cfg, teacher)
+
+    batches = list(itertools.islice(build_labeled_unlabeled_loader(cfg), args.warmup + args.steps))
+    with torch.no_grad():  # the supervised step's targets: each batch's pseudo-boxes, found untimed
+        base_targets = [labeler(unlabeled)[0]["cls_targets"] for _, unlabeled in batches]
+    step_clock, base_clock = Clock(device), Clock(device)
+    labeler.detect = step_clock.wrap("teacher_pseudo_labelling", labeler.detect)
+    pseudo_labels_module.jitter_reliability = step_clock.wrap("box_jitter", pseudo_labels_module.jitter_reliability)
+    per_step, per_base, boxes = [], [], []
+    for i, ((labeled, unlabeled), targets) in enumerate(zip(batches, base_targets)):
+        if i == args.warmup:  # warm-up done: count from here
+            for collected in (per_step, per_base, step_clock.times, base_clock.times):
+                collected.clear()
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+        for run in ("step", "base") if i % 2 else ("base", "step"):
+            if run == "step":
+                start = step_clock.now()
+                inputs = soft_teacher_step(step_clock, student, labeler, optimizer, labeled, unlabeled,
+                                           cfg.SEMI.UNSUP_WEIGHT, args.amp)
+                per_step.append(step_clock.now() - start)
+                boxes.append(sum(len(t) for t in inputs["cls_targets"]) / len(unlabeled))
+            else:
+                start = base_clock.now()
+                unavoidable_work(base_clock, student, teacher, optimizer, labeled, unlabeled, targets, args.amp)
+                per_base.append(base_clock.now() - start)
+
+    n = len(per_step)
+    step = {k: v / n for k, v in step_clock.times.items()}
+    base = {k: v / n for k, v in base_clock.times.items()}
+    step["mapping_and_statistics"] = (
+        step.pop("pseudo_labels_total") - step["teacher_pseudo_labelling"] - step["box_jitter"]
+    )
+    step_total, base_total = statistics.fmean(per_step), statistics.fmean(per_base)
+
+    test_loader = build_detection_test_loader(cfg, cfg.DATASETS.TEST[0])
+    images = list(itertools.islice(test_loader, args.inference_images))
+    inference = inference_ratio(cfg, checkpoint.get("teacher", checkpoint["model"]), images, device)
+
+    per_step_images = len(batches[0][0]) + len(batches[0][1])
+    result = {
+        "ratio_step_over_unavoidable": round(step_total / base_total, 4),
+        "jitter_share": round(step["box_jitter"] / step_total, 4),
+        "exported_inference_ratio": round(inference["ours"] / inference["plain"], 4),
+        "targets": TARGETS,
+        "step_s": round(step_total, 4),
+        "step_sections_s": {k: round(v, 4) for k, v in step.items()},
+        "step_section_shares": {k: round(v / step_total, 4) for k, v in step.items()},
+        "unavoidable_s": round(base_total, 4),
+        "unavoidable_sections_s": {k: round(v, 4) for k, v in base.items()},
+        "images_per_step": per_step_images,
+        "images_per_s": round(per_step_images / step_total, 2),
+        "pseudo_boxes_cls_per_image": round(statistics.fmean(boxes), 2),
+        "peak_memory_mb": round(peak_memory_mb(device), 1),
+        "peak_memory_kind": "CUDA max_memory_allocated" if device.type == "cuda" else "process max RSS",
+        "inference_s_per_image": {k: round(v, 5) for k, v in inference.items()},
+        "steps": n,
+        "amp": args.amp,
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+                   f"{torch.get_num_threads()} threads",
+        "config": os.path.relpath(args.config_file, REPO),
+        "overrides": args.opts,
+        "weights": os.path.relpath(args.weights, REPO),
+        "date": time.strftime("%Y-%m-%d"),
+        "command": "python bench/cost.py " + " ".join(sys.argv[1:]),
+    }
+    result["met"] = {k: result[k] <= v for k, v in TARGETS.items()}
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump(result, f, indent=1)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
