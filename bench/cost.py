@@ -37,6 +37,7 @@ from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
 
 from softteacher import SoftTeacherTrainer, add_softteacher_config
 from softteacher.data import build_labeled_unlabeled_loader
@@ -175,12 +176,13 @@ def main():
     labeler = PseudoLabeler(cfg, teacher)
 
     batches = list(itertools.islice(build_labeled_unlabeled_loader(cfg), args.warmup + args.steps))
-    with torch.no_grad():  # the supervised step's targets: each batch's pseudo-boxes, found untimed
+    with torch.no_grad(), EventStorage(0):  # the supervised step's targets: each batch's pseudo-boxes, found untimed
         base_targets = [labeler(unlabeled)[0]["cls_targets"] for _, unlabeled in batches]
     step_clock, base_clock = Clock(device), Clock(device)
     labeler.detect = step_clock.wrap("teacher_pseudo_labelling", labeler.detect)
     pseudo_labels_module.jitter_reliability = step_clock.wrap("box_jitter", pseudo_labels_module.jitter_reliability)
     per_step, per_base, boxes = [], [], []
+    storage = EventStorage(0).__enter__()  # the losses log to it, as in training
     for i, ((labeled, unlabeled), targets) in enumerate(zip(batches, base_targets)):
         if i == args.warmup:  # warm-up done: count from here
             for collected in (per_step, per_base, step_clock.times, base_clock.times):
@@ -199,6 +201,7 @@ def main():
                 unavoidable_work(base_clock, student, teacher, optimizer, labeled, unlabeled, targets, args.amp)
                 per_base.append(base_clock.now() - start)
 
+    storage.__exit__(None, None, None)
     n = len(per_step)
     step = {k: v / n for k, v in step_clock.times.items()}
     base = {k: v / n for k, v in base_clock.times.items()}
