@@ -58,6 +58,17 @@ def evaluations(records, model):
     ]
 
 
+def semi_eval_period():
+    from detectron2.config import get_cfg
+
+    from softteacher import add_softteacher_config
+
+    cfg = get_cfg()
+    add_softteacher_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO, SEMI_CONFIG))
+    return cfg.TEST.EVAL_PERIOD
+
+
 def run_arm(arm, seed, out_root, extra_opts):
     """Train one arm with one seed (unless already done) and return its final evaluations."""
     _, config, opts = ARMS[arm]
@@ -69,8 +80,8 @@ def run_arm(arm, seed, out_root, extra_opts):
     cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", os.path.join(REPO, config),
            *opts, "SEED", str(seed), "OUTPUT_DIR", out_dir, *extra_opts]
     # the supervised twins evaluate as often as Soft Teacher does, for the curves
-    if arm in ("a", "b"):
-        cmd += ["TEST.EVAL_PERIOD", "800"] if "TEST.EVAL_PERIOD" not in extra_opts else []
+    if arm in ("a", "b") and "TEST.EVAL_PERIOD" not in extra_opts:
+        cmd += ["TEST.EVAL_PERIOD", str(semi_eval_period())]
     print(f"[quality] arm {arm} seed {seed}: {' '.join(cmd[1:])}", flush=True)
     start = time.perf_counter()
     with open(os.path.join(out_root, f"{arm}_seed{seed}.log"), "w") as log:
