@@ -11,13 +11,13 @@ evaluates the teacher unless SEMI.EVAL_MODELS starts with "student"); others tra
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from softteacher import SoftTeacherTrainer, add_softteacher_config
+from softteacher import SoftTeacherTrainer, load_config
+from softteacher.data import register_custom_from_config
 from softteacher.engine.cpu_ddp import cpu_ddp_support
 from softteacher.engine.evaluation import build_detection_evaluator
 from softteacher.engine.training_curves import TrainingCurvesHook
@@ -39,13 +39,11 @@ class Trainer(DefaultTrainer):
 
 
 def setup(args):
-    cfg = get_cfg()
-    add_softteacher_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"  # detectron2 defaults to cuda; run where we are
     cfg.freeze()
+    register_custom_from_config(cfg)
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="softteacher")
     return cfg

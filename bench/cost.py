@@ -33,13 +33,12 @@ import sys
 import time
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from softteacher import SoftTeacherTrainer, add_softteacher_config
+from softteacher import SoftTeacherTrainer, load_config
 from softteacher.data import build_labeled_unlabeled_loader
 from softteacher.engine import ema_update
 from softteacher.export import detectron2_only, load_checkpoint
@@ -157,10 +156,7 @@ def main():
         sys.exit(f"{args.weights} does not exist: run `make demo` first, or pass --weights of a trained "
                  "Soft Teacher checkpoint")
 
-    cfg = get_cfg()
-    add_softteacher_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     cfg.DATALOADER.NUM_WORKERS = 0

@@ -15,11 +15,10 @@ import platform
 import time
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.utils.env import seed_all_rng
 
-from softteacher import add_softteacher_config
+from softteacher import load_config
 from softteacher.data import WeakStrongDatasetMapper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -49,9 +48,7 @@ def main():
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--output", default=os.path.join(HERE, "results", "data_throughput.json"))
     args = parser.parse_args()
-    cfg = get_cfg()
-    add_softteacher_config(cfg)
-    cfg.merge_from_file(args.config_file)
+    cfg = load_config(args.config_file)
     torch.set_num_threads(1)
     seed_all_rng(0)
     rates = {str(w): images_per_second(cfg, w, args.steps) for w in args.workers}

@@ -59,14 +59,9 @@ def evaluations(records, model):
 
 
 def semi_eval_period():
-    from detectron2.config import get_cfg
+    from softteacher import load_config
 
-    from softteacher import add_softteacher_config
-
-    cfg = get_cfg()
-    add_softteacher_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, SEMI_CONFIG))
-    return cfg.TEST.EVAL_PERIOD
+    return load_config(os.path.join(REPO, SEMI_CONFIG)).TEST.EVAL_PERIOD
 
 
 def run_arm(arm, seed, out_root, extra_opts):

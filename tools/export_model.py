@@ -11,9 +11,7 @@ Then, in plain detectron2: ``cfg = get_cfg(); cfg.merge_from_file("output/export
 
 import argparse
 
-from detectron2.config import get_cfg
-
-from softteacher import add_softteacher_config
+from softteacher import load_config
 from softteacher.export import EXPORTABLE, export_plain_model
 
 
@@ -25,10 +23,7 @@ def main(argv=None):
     parser.add_argument("--output", required=True, help="folder for model.pth and config.yaml")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
-    cfg = get_cfg()
-    add_softteacher_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)
     weights, config = export_plain_model(cfg, args.checkpoint, args.which, args.output)
     print(f"{args.which} -> {weights}\nconfig -> {config}")
 

@@ -13,11 +13,10 @@ import argparse
 import os
 
 import numpy as np
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.utils.env import seed_all_rng
 
-from softteacher import add_softteacher_config
+from softteacher import load_config
 from softteacher.data import LabeledDatasetMapper, WeakStrongDatasetMapper
 from softteacher.data.augmentations import map_boxes
 from softteacher.visualization import PALETTE, draw_boxes, enlarge, save_png, tile, titled, to_rgb
@@ -66,10 +65,7 @@ def main(argv=None):
     parser.add_argument("--output", default="output/views.png")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
-    cfg = get_cfg()
-    add_softteacher_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     save_png(args.output, render(cfg, args.num, args.seed))
     print(args.output)

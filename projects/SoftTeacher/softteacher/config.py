@@ -5,6 +5,7 @@ COCO partial-label setting; ../shared/DESIGN.md section 2 lists each with its so
 """
 
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 
 
 def add_softteacher_config(cfg):
@@ -55,6 +56,26 @@ def add_softteacher_config(cfg):
 
     cfg.DATASETS.TRAIN_LABELED = ()
     cfg.DATASETS.TRAIN_UNLABELED = ()
+    # your own data by config alone: with NAME set, registers NAME_labeled (COCO json + images),
+    # NAME_unlabeled (a COCO json, whose annotations then only measure pseudo-labels, or, with no
+    # json, every image in the folder) and NAME_val (COCO json + images)
+    cfg.DATASETS.CUSTOM = CN()
+    cfg.DATASETS.CUSTOM.NAME = ""
+    cfg.DATASETS.CUSTOM.LABELED_JSON = ""
+    cfg.DATASETS.CUSTOM.LABELED_IMAGES = ""
+    cfg.DATASETS.CUSTOM.UNLABELED_JSON = ""
+    cfg.DATASETS.CUSTOM.UNLABELED_IMAGES = ""
+    cfg.DATASETS.CUSTOM.VAL_JSON = ""
+    cfg.DATASETS.CUSTOM.VAL_IMAGES = ""
     # images per step over all GPUs, as detectron2's IMS_PER_BATCH (1:4 partial, 1:1 full COCO)
     cfg.SOLVER.IMS_PER_BATCH_LABELED = 8
     cfg.SOLVER.IMS_PER_BATCH_UNLABELED = 32
+
+
+def load_config(config_file, opts=()):
+    """detectron2's config with the project's keys, merged from a file and KEY VALUE overrides."""
+    cfg = get_cfg()
+    add_softteacher_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    return cfg

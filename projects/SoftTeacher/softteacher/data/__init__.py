@@ -1,6 +1,7 @@
 from .datasets import (
     ensure_shapes,
     register_coco_splits,
+    register_custom_from_config,
     register_image_folder,
     register_semi_coco,
     register_shapes,
@@ -13,6 +14,7 @@ __all__ = [
     "ensure_shapes",
     "LabeledDatasetMapper",
     "register_coco_splits",
+    "register_custom_from_config",
     "register_image_folder",
     "register_semi_coco",
     "register_shapes",

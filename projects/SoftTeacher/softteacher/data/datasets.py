@@ -141,6 +141,39 @@ def register_image_folder(name, folder):
     return name
 
 
+def register_custom_from_config(cfg):
+    """Register ``DATASETS.CUSTOM``'s files as ``{NAME}_labeled``, ``{NAME}_unlabeled`` and
+    ``{NAME}_val`` (each only when its files are given); returns the names registered."""
+    custom = cfg.DATASETS.CUSTOM
+    if not custom.NAME:
+        return []
+    registered = []
+    for part, json_key, images_key, folder_allowed in (
+        ("labeled", "LABELED_JSON", "LABELED_IMAGES", False),
+        ("unlabeled", "UNLABELED_JSON", "UNLABELED_IMAGES", True),
+        ("val", "VAL_JSON", "VAL_IMAGES", False),
+    ):
+        json_file, images = custom[json_key], custom[images_key]
+        if not json_file and not images:
+            continue
+        name = f"{custom.NAME}_{part}"
+        if not images or not os.path.isdir(images):
+            raise FileNotFoundError(f"DATASETS.CUSTOM.{images_key} = {images!r} is not a folder of images")
+        if json_file and not os.path.isfile(json_file):
+            raise FileNotFoundError(f"DATASETS.CUSTOM.{json_key} = {json_file!r} does not exist")
+        if not json_file and not folder_allowed:
+            raise ValueError(f"DATASETS.CUSTOM.{json_key} is empty: the {part} set needs a COCO json")
+        if name in DatasetCatalog.list():  # registered by an earlier setup of this process
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+        if json_file:
+            register_coco_instances(name, {}, json_file, images)
+        else:
+            register_image_folder(name, images)
+        registered.append(name)
+    return registered
+
+
 COCO_PERCENTS = (0.5, 1, 2, 5, 10)
 COCO_FOLDS = (1, 2, 3, 4, 5)
 

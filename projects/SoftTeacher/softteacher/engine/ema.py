@@ -12,10 +12,11 @@ from detectron2.engine import HookBase
 
 @torch.no_grad()
 def ema_update(teacher, student, momentum):
-    """teacher <- momentum * teacher + (1 - momentum) * student, for every parameter."""
+    """teacher <- momentum * teacher + (1 - momentum) * student, for every parameter, in one
+    multi-tensor call (teacher + (1 - m) * (student - teacher))."""
     teacher_params = dict(teacher.named_parameters())
-    for name, param in student.named_parameters():
-        teacher_params[name].mul_(momentum).add_(param.detach(), alpha=1.0 - momentum)
+    pairs = [(teacher_params[name], param.detach()) for name, param in student.named_parameters()]
+    torch._foreach_lerp_([t for t, _ in pairs], [s for _, s in pairs], 1.0 - momentum)
 
 
 def ema_momentum(step, max_momentum):
