@@ -156,7 +156,8 @@ def plot_curves(path, arms):
         run = next(iter(result["seeds"].values()))
         for model, curve in run["curves"].items():
             style = "--" if model == "student" else "-"
-            ax.plot([i + 1 for i, _ in curve], [m["AP"] for _, m in curve], style, marker="o",
+            last = curve[-1][0]  # the final evaluation is logged at MAX_ITER, the others one before
+            ax.plot([min(i + 1, last) for i, _ in curve], [m["AP"] for _, m in curve], style, marker="o",
                     label=f"({arm}) {model}")
     ax.set_xlabel("iteration")
     ax.set_ylabel("AP")
@@ -178,11 +179,20 @@ def main():
     os.makedirs(args.work_dir, exist_ok=True)
     os.makedirs(args.results, exist_ok=True)
 
-    arms = {}
-    for arm in args.arms:
-        runs = {str(seed): run_arm(arm, seed, args.work_dir, args.opts) for seed in args.seeds}
-        arms[arm] = {"what": ARMS[arm][0], "config": ARMS[arm][1], "overrides": ARMS[arm][2],
-                     "seeds": runs, "mean": summarise(runs)}
+    runs = {arm: {} for arm in args.arms}
+    for seed in args.seeds:  # every arm once before any arm twice, and results after each run
+        for arm in args.arms:
+            runs[arm][str(seed)] = run_arm(arm, seed, args.work_dir, args.opts)
+            write_results(args, runs)
+
+
+def write_results(args, runs):
+    arms = {
+        arm: {"what": ARMS[arm][0], "config": ARMS[arm][1], "overrides": ARMS[arm][2],
+              "seeds": done, "mean": summarise(done)}
+        for arm, done in runs.items()
+        if done
+    }
     top = headline(arms) if {"a", "b", "c"} <= set(arms) else {}
     result = {
         **top,
@@ -199,7 +209,8 @@ def main():
     write_table(os.path.join(args.results, "quality.md"), arms, top)
     plot_bars(os.path.join(args.results, "quality.png"), arms)
     plot_curves(os.path.join(args.results, "quality_curves.png"), arms)
-    print(open(os.path.join(args.results, "quality.md")).read())
+    with open(os.path.join(args.results, "quality.md")) as f:
+        print(f.read(), flush=True)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,8 @@ def test_curves_read_every_evaluation_at_its_iteration_and_are_saved(tmp_path):
             if it in (19, 39):
                 storage.put_scalars(**{"teacher/bbox/AP": it / 2, "student/bbox/AP": it / 4}, smoothing_hint=False)
         assert evaluated_ap(storage) == {"teacher": [(20, 9.5), (40, 19.5)], "student": [(20, 4.75), (40, 9.75)]}
+        # the final evaluation is logged at MAX_ITER itself: never counted past it
+        assert evaluated_ap(storage, max_iter=39)["teacher"] == [(20, 9.5), (39, 19.5)]
         path = os.path.join(tmp_path, "curves.png")
         plot_training_curves(path, storage)
     image = cv2.imread(path)

@@ -26,17 +26,19 @@ def moving_average(values, window):
     return np.convolve(values, np.ones(window) / window, mode="valid")
 
 
-def evaluated_ap(storage):
-    """{model: [(iteration, AP)]} of every evaluation so far."""
+def evaluated_ap(storage, max_iter=None):
+    """{model: [(iteration, AP)]} of every evaluation so far (at the iteration count it followed:
+    detectron2 logs periodic evaluations one iteration before, the final one at MAX_ITER)."""
     histories = storage.histories()
+    cap = max_iter if max_iter is not None else float("inf")
     return {
-        model: [(it + 1, value) for value, it in histories[key].values()]
+        model: [(int(min(it + 1, cap)), value) for value, it in histories[key].values()]
         for model, key in MODELS.items()
         if key in histories
     }
 
 
-def plot_training_curves(path, storage, window=20):
+def plot_training_curves(path, storage, max_iter=None, window=20):
     histories = storage.histories()
     quality = {
         (kind, branch): histories[f"semi/{kind}_{branch}"].values()
@@ -46,7 +48,7 @@ def plot_training_curves(path, storage, window=20):
     }
     fig, axes = plt.subplots(1, 2 if quality else 1, figsize=(12 if quality else 6, 4), squeeze=False)
     ax = axes[0, 0]
-    for model, points in evaluated_ap(storage).items():
+    for model, points in evaluated_ap(storage, max_iter).items():
         ax.plot(*zip(*points), marker="o", label=model)
     ax.set(xlabel="iteration", ylabel="bbox AP", title="AP at each evaluation")
     ax.legend()
@@ -76,15 +78,15 @@ class TrainingCurvesHook(HookBase):
         evaluations = sum(len(v) for v in evaluated_ap(self.trainer.storage).values())
         if evaluations > self.evaluations_seen:  # an EvalHook just added results
             self.evaluations_seen = evaluations
-            plot_training_curves(self.path, self.trainer.storage)
+            plot_training_curves(self.path, self.trainer.storage, self.trainer.max_iter)
 
     def after_train(self):
         if not comm.is_main_process():
             return
-        results = evaluated_ap(self.trainer.storage)
+        results = evaluated_ap(self.trainer.storage, self.trainer.max_iter)
         if not results:
             return
-        plot_training_curves(self.path, self.trainer.storage)
+        plot_training_curves(self.path, self.trainer.storage, self.trainer.max_iter)
         iterations = sorted({it for points in results.values() for it, _ in points})
         lines = ["iteration | " + " | ".join(f"{m} AP" for m in results)]
         for it in iterations:
