@@ -17,6 +17,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from softteacher import SoftTeacherTrainer, load_config
+from softteacher.config import validate_softteacher_config
 from softteacher.data import register_custom_from_config
 from softteacher.engine.cpu_ddp import cpu_ddp_support
 from softteacher.engine.evaluation import build_detection_evaluator
@@ -44,6 +45,7 @@ def setup(args):
         cfg.MODEL.DEVICE = "cpu"  # detectron2 defaults to cuda; run where we are
     cfg.freeze()
     register_custom_from_config(cfg)
+    validate_softteacher_config(cfg)
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="softteacher")
     return cfg

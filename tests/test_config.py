@@ -2,12 +2,14 @@
 
 import glob
 import os
+import re
 
 import pytest
 from detectron2 import model_zoo
 from detectron2.config import get_cfg
 
 from softteacher import add_softteacher_config
+from softteacher.config import validate_softteacher_config
 from softteacher.data import shapes
 from softteacher.engine.trainer import check_semi_supervised_model
 
@@ -32,6 +34,8 @@ def test_every_shipped_config_loads_and_names_a_model_its_trainer_accepts(path):
         assert cfg.SOLVER.IMS_PER_BATCH_UNLABELED > 0
     else:
         assert cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN"
+    if not cfg.DATASETS.CUSTOM.NAME:  # custom names exist once their files do (test_custom_data)
+        validate_softteacher_config(cfg)
 
 
 def test_shapes_config_inherits_the_base_and_overrides_it():
@@ -79,3 +83,23 @@ def test_a_semi_supervised_config_with_a_plain_model_is_refused_by_name():
     cfg = load(config_path("Shapes", "soft_teacher_R18_FPN_10pct.yaml"), ["MODEL.META_ARCHITECTURE", "GeneralizedRCNN"])
     with pytest.raises(ValueError, match="MODEL.META_ARCHITECTURE = 'GeneralizedRCNN'"):
         check_semi_supervised_model(cfg)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("SEMI.PSEUDO_SCORE_THRESH", "1.5", "SEMI.PSEUDO_SCORE_THRESH = 1.5: expected a score threshold in [0, 1]"),
+    ("SEMI.RPN_PSEUDO_THRESH", "-0.1", "SEMI.RPN_PSEUDO_THRESH = -0.1"),
+    ("SEMI.CLS_PSEUDO_THRESH", "2.0", "SEMI.CLS_PSEUDO_THRESH = 2.0"),
+    ("SEMI.REG_UNCERTAINTY_THRESH", "-0.02", "SEMI.REG_UNCERTAINTY_THRESH = -0.02"),
+    ("SEMI.UNSUP_WEIGHT", "-4.0", "SEMI.UNSUP_WEIGHT = -4.0: expected a non-negative alpha"),
+    ("SEMI.EMA_MOMENTUM", "1.0", "SEMI.EMA_MOMENTUM = 1.0: expected a momentum in (0, 1)"),
+    ("SEMI.EMA_MOMENTUM", "0.0", "SEMI.EMA_MOMENTUM = 0.0"),
+    ("SEMI.JITTER_TIMES", "1", "SEMI.JITTER_TIMES = 1: expected at least 2"),
+    ("SOLVER.IMS_PER_BATCH_UNLABELED", "0", "SOLVER.IMS_PER_BATCH_UNLABELED = 0"),
+    ("SOLVER.IMS_PER_BATCH_LABELED", "-1", "SOLVER.IMS_PER_BATCH_LABELED = -1"),
+    ("MODEL.ROI_HEADS.NAME", "SoftTeacherHeads", "MODEL.ROI_HEADS.NAME = 'SoftTeacherHeads': expected a registered"),
+    ("DATASETS.TRAIN_UNLABELED", "('shapes_trian',)", "DATASETS.TRAIN_UNLABELED = 'shapes_trian'"),
+])
+def test_a_bad_value_stops_at_start_naming_the_key_and_the_value(key, value, message):
+    cfg = load(config_path("Shapes", "soft_teacher_R18_FPN_10pct.yaml"), [key, value])
+    with pytest.raises(ValueError, match=re.escape(message)):
+        validate_softteacher_config(cfg)

@@ -79,3 +79,39 @@ def load_config(config_file, opts=()):
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
     return cfg
+
+
+def _check(ok, key, value, expected):
+    if not ok:
+        raise ValueError(f"{key} = {value!r}: expected {expected}")
+
+
+def validate_softteacher_config(cfg):
+    """Stop at start, naming the key and the value, on a config that cannot train sensibly:
+    thresholds outside [0, 1], batch parts that are not positive, a negative alpha, an EMA momentum
+    outside (0, 1), fewer than 2 jitters, an unregistered ROI head, or an unregistered dataset."""
+    from detectron2.data import DatasetCatalog
+    from detectron2.modeling import ROI_HEADS_REGISTRY
+
+    semi = cfg.SEMI
+    for key in ("PSEUDO_SCORE_THRESH", "RPN_PSEUDO_THRESH", "CLS_PSEUDO_THRESH"):
+        _check(0.0 <= semi[key] <= 1.0, f"SEMI.{key}", semi[key], "a score threshold in [0, 1]")
+    _check(semi.REG_UNCERTAINTY_THRESH >= 0, "SEMI.REG_UNCERTAINTY_THRESH", semi.REG_UNCERTAINTY_THRESH,
+           "a non-negative jitter uncertainty")
+    _check(semi.UNSUP_WEIGHT >= 0, "SEMI.UNSUP_WEIGHT", semi.UNSUP_WEIGHT, "a non-negative alpha")
+    _check(0.0 < semi.EMA_MOMENTUM < 1.0, "SEMI.EMA_MOMENTUM", semi.EMA_MOMENTUM, "a momentum in (0, 1)")
+    _check(semi.JITTER_TIMES >= 2, "SEMI.JITTER_TIMES", semi.JITTER_TIMES, "at least 2 jittered copies (a std)")
+    _check(semi.JITTER_SCALE > 0, "SEMI.JITTER_SCALE", semi.JITTER_SCALE, "a positive fraction of the box size")
+    for key in ("BURN_IN_ITERS", "UNSUP_WEIGHT_DECAY_ITERS", "VIS_PERIOD"):
+        _check(semi[key] >= 0, f"SEMI.{key}", semi[key], "a non-negative number of iterations")
+    if cfg.DATASETS.TRAIN_UNLABELED:
+        for key in ("IMS_PER_BATCH_LABELED", "IMS_PER_BATCH_UNLABELED"):
+            _check(cfg.SOLVER[key] > 0, f"SOLVER.{key}", cfg.SOLVER[key], "a positive number of images per step")
+    name = cfg.MODEL.ROI_HEADS.NAME
+    _check(name in ROI_HEADS_REGISTRY, "MODEL.ROI_HEADS.NAME", name,
+           f"a registered ROI head ({', '.join(sorted(n for n, _ in ROI_HEADS_REGISTRY))})")
+    registered = set(DatasetCatalog.list())
+    for key in ("TRAIN", "TRAIN_LABELED", "TRAIN_UNLABELED", "TEST"):
+        for dataset in cfg.DATASETS[key]:
+            _check(dataset in registered, f"DATASETS.{key}", dataset,
+                   "a registered dataset name (see README: COCO splits, your own data)")
