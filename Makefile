@@ -52,7 +52,7 @@ data: env
 
 # The main job: Soft Teacher on the embedded data (generated on first use), 10 % labeled.
 # Leaves metrics.json, training_curves.png and pseudo_labels/*.png in its output folder.
-DEMO_CONFIG := configs/Shapes/soft_teacher_R18_FPN_10pct.yaml
+DEMO_CONFIG := configs/Shapes/soft_teacher_R18_FPN_10pct_demo.yaml
 demo: env
 	$(PY) train_net.py --config-file $(DEMO_CONFIG) $(DEMO_ARGS)
 
