@@ -78,6 +78,11 @@ def _targets(boxes, classes, image_size):
     return targets
 
 
+def _image_index(counts, device):
+    """The image each box of a concatenation belongs to, from the per-image box counts."""
+    return torch.repeat_interleave(torch.arange(len(counts), device=device), torch.as_tensor(counts, device=device))
+
+
 def match_counts(pred_boxes, pred_classes, gt_boxes, gt_classes, iou_thresh=0.5):
     """(true positives, predictions, ground truths found, ground truths) at an IoU, class-aware."""
     if len(pred_boxes) == 0 or len(gt_boxes) == 0:
@@ -175,10 +180,8 @@ class PseudoLabeler:
         """
         detections, head = self.label([u["weak"] for u in unlabeled])
         boxes = cat([d.pred_boxes.tensor for d in detections])
-        image_index = torch.repeat_interleave(
-            torch.arange(len(detections), device=boxes.device),
-            torch.as_tensor([len(d) for d in detections], device=boxes.device),
-        )
+        counts = [len(d) for d in detections]
+        image_index = _image_index(counts, boxes.device)
         weak_to_strong = torch.as_tensor(
             np.stack([u["weak_to_strong"] for u in unlabeled]), device=boxes.device
         )
@@ -188,7 +191,6 @@ class PseudoLabeler:
         heights, widths = strong_sizes[image_index].unbind(1)
         strong_boxes = map_boxes(weak_to_strong[image_index], boxes.double(), heights, widths).float()
         visible = (strong_boxes[:, 2] > strong_boxes[:, 0]) & (strong_boxes[:, 3] > strong_boxes[:, 1])
-        counts = [len(d) for d in detections]
         targets = {}
         for branch in self.branches:
             keep = cat([d.get(f"keep_{branch}") for d in detections]) & visible
@@ -202,13 +204,11 @@ class PseudoLabeler:
         def background_probs(samples):
             """Teacher background probability of the student's sampled (strong-view) boxes."""
             sample_boxes = cat([s.proposal_boxes.tensor for s in samples])
-            index = torch.repeat_interleave(
-                torch.arange(len(samples), device=boxes.device),
-                torch.as_tensor([len(s) for s in samples], device=boxes.device),
-            )
+            sample_counts = [len(s) for s in samples]
+            index = _image_index(sample_counts, boxes.device)
             heights, widths = weak_sizes[index].unbind(1)
             weak_boxes = map_boxes(strong_to_weak[index], sample_boxes.double(), heights, widths).float()
-            return head.background_probs(weak_boxes.split([len(s) for s in samples]))
+            return head.background_probs(weak_boxes.split(sample_counts))
 
         inputs = {
             "images": [u["strong"] for u in unlabeled],
