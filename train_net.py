@@ -10,7 +10,6 @@ evaluates the teacher unless SEMI.EVAL_MODELS starts with "student"); others tra
 """
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
@@ -19,6 +18,7 @@ from detectron2.utils.logger import setup_logger
 from softteacher import SoftTeacherTrainer, load_config
 from softteacher.config import validate_softteacher_config
 from softteacher.data import register_custom_from_config
+from softteacher.engine.checkpoint import SafeCheckpointer
 from softteacher.engine.cpu_ddp import cpu_ddp_support
 from softteacher.engine.evaluation import build_detection_evaluator
 from softteacher.engine.training_curves import TrainingCurvesHook
@@ -36,6 +36,7 @@ class Trainer(DefaultTrainer):
         return build_detection_evaluator(cfg, dataset_name, output_folder)
 
     def build_hooks(self):
+        self.checkpointer = SafeCheckpointer.replacing(self.checkpointer)
         return super().build_hooks() + [TrainingCurvesHook(self.cfg.OUTPUT_DIR)]
 
 
@@ -63,7 +64,7 @@ def main(args):
         if trainer is SoftTeacherTrainer:
             SoftTeacherTrainer.load_for_evaluation(cfg, model, resume=args.resume)
         else:
-            DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            SafeCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
                 cfg.MODEL.WEIGHTS, resume=args.resume
             )
         results = trainer.test(cfg, model)

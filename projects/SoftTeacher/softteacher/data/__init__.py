@@ -6,6 +6,7 @@ from .datasets import (
     register_semi_coco,
     register_shapes,
 )
+from .image_reading import SkippedImages, read_image_any_depth
 from .loader import build_labeled_unlabeled_loader
 from .mappers import LabeledDatasetMapper, WeakStrongDatasetMapper
 
@@ -17,6 +18,8 @@ __all__ = [
     "register_custom_from_config",
     "register_image_folder",
     "register_semi_coco",
+    "read_image_any_depth",
     "register_shapes",
+    "SkippedImages",
     "WeakStrongDatasetMapper",
 ]

@@ -16,11 +16,11 @@ import logging
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import load_coco_json, register_coco_instances
+from detectron2.data.datasets import load_coco_json
 from filelock import FileLock
 
 from . import shapes
-from .splits import split_paths, split_suffix, write_split
+from .splits import check_coco_dict, load_coco_dict, split_paths, split_suffix, write_split
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +102,14 @@ def _register_splits(base_name, percents, folds, load, metadata):
                     MetadataCatalog.get(name).set(**metadata)
 
 
+def register_checked_coco(name, json_file, image_root):
+    """``register_coco_instances``, but the json is checked now (at start, before any training):
+    a file that is not json or lacks a key stops with an error naming both."""
+    check_coco_dict(load_coco_dict(json_file), json_file)
+    DatasetCatalog.register(name, lambda: load_coco_json(json_file, image_root, name))
+    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco")
+
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -114,8 +122,8 @@ def register_semi_coco(name, json_file, image_root, percent, fold, seed=1, out_d
         write_split(json_file, percent, fold, seed=seed, out_dir=out_dir)
     labeled = f"{name}.{split_suffix(fold, percent)}"
     unlabeled = labeled + "-unlabeled"
-    register_coco_instances(labeled, {}, labeled_json, image_root)
-    register_coco_instances(unlabeled, {}, unlabeled_json, image_root)
+    register_checked_coco(labeled, labeled_json, image_root)
+    register_checked_coco(unlabeled, unlabeled_json, image_root)
     return labeled, unlabeled
 
 
@@ -167,7 +175,7 @@ def register_custom_from_config(cfg):
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
         if json_file:
-            register_coco_instances(name, {}, json_file, images)
+            register_checked_coco(name, json_file, images)
         else:
             register_image_folder(name, images)
         registered.append(name)

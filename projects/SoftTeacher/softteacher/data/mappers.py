@@ -6,7 +6,8 @@ An unlabeled image becomes::
      "weak":   {"image": CHW uint8 tensor, ...},   # resize + flip, for the teacher
      "strong": {"image": CHW uint8 tensor, ...},   # own resize + flip, colour/geometric, erasing
      "weak_to_strong": 3x3 float64 matrix,         # maps weak-view coordinates into the strong view
-     "unlabeled_gt_instances": Instances}          # weak view; only if the json has annotations
+     "unlabeled_gt_instances": Instances,          # weak view; only if the json has annotations
+     "skipped_files": [(file, reason)]}            # images skipped before this one, if any
 
 The student's views never carry ``instances``: unlabeled ground truth is kept apart, only to
 measure pseudo-label quality.
@@ -29,6 +30,7 @@ from .augmentations import (
     ShuffledAugmentations,
     weak_to_strong_matrix,
 )
+from .image_reading import SKIPPED_KEY, UNREADABLE, read_image_any_depth
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +81,7 @@ class WeakStrongDatasetMapper(DatasetMapper):
         """
         super().__init__(is_train, **kwargs)
         self.strong_augmentations = T.AugmentationList(strong_augmentations)
+        self._skipped = []  # (file, reason) of unreadable images, reported with the next image
         logger.info("Strong (student) augmentations: %s", strong_augmentations)
 
     @classmethod
@@ -94,12 +97,21 @@ class WeakStrongDatasetMapper(DatasetMapper):
         view["image"] = _to_tensor(aug_input.image)
         return view, transforms
 
-    def __call__(self, dataset_dict):
-        dataset_dict = copy.deepcopy(dataset_dict)
-        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+    def _read(self, dataset_dict):
+        image = read_image_any_depth(dataset_dict["file_name"], self.image_format)
         if "height" not in dataset_dict:  # plain image folders carry no size
             dataset_dict["height"], dataset_dict["width"] = image.shape[:2]
         utils.check_image_size(dataset_dict, image)
+        return image
+
+    def __call__(self, dataset_dict):
+        """The mapped dict, or None (skip it) when the image cannot be read."""
+        dataset_dict = copy.deepcopy(dataset_dict)
+        try:
+            image = self._read(dataset_dict)
+        except UNREADABLE as e:
+            self._skipped.append((dataset_dict["file_name"], f"{type(e).__name__}: {e}"))
+            return None
 
         weak, weak_transforms = self._view(dataset_dict, image, self.augmentations)
         strong, strong_transforms = self._view(dataset_dict, image, self.strong_augmentations)
@@ -110,4 +122,6 @@ class WeakStrongDatasetMapper(DatasetMapper):
             gt = {"annotations": dataset_dict["annotations"]}
             self._transform_annotations(gt, weak_transforms, weak["image"].shape[1:])
             out["unlabeled_gt_instances"] = gt["instances"]
+        if self._skipped:
+            out[SKIPPED_KEY], self._skipped = self._skipped, []
         return out

@@ -42,17 +42,44 @@ def _subset(coco, image_ids):
     return out
 
 
+REQUIRED_KEYS = {
+    "images": ("id", "file_name", "height", "width"),
+    "annotations": ("id", "image_id", "bbox", "category_id"),
+    "categories": ("id", "name"),
+}
+
+
 def load_coco_dict(json_file):
-    """Read a COCO json, naming the file and the key when it is not a usable COCO file."""
+    """Read a COCO json, naming the file and the key when it is not json or lacks a top-level
+    ``images`` or ``categories``."""
     try:
         with open(json_file) as f:
             coco = json.load(f)
     except json.JSONDecodeError as e:
         raise ValueError(f"{json_file}: not valid json ({e})") from e
+    if not isinstance(coco, dict):
+        raise ValueError(f"{json_file}: not a COCO json (the top level is not an object)")
     for key in ("images", "categories"):
         if key not in coco:
             raise ValueError(f"{json_file}: missing top-level key {key!r}")
     return coco
+
+
+def check_coco_dict(coco, json_file):
+    """Stop, naming the file and the key, at an entry without a key detectron2 reads or an
+    annotation whose category is not in ``categories``."""
+    for section, keys in REQUIRED_KEYS.items():
+        for index, entry in enumerate(coco.get(section, [])):
+            for key in keys:
+                if key not in entry:
+                    raise ValueError(f"{json_file}: {section}[{index}] has no key {key!r}")
+    category_ids = {c["id"] for c in coco["categories"]}
+    for index, annotation in enumerate(coco.get("annotations", [])):
+        if annotation["category_id"] not in category_ids:
+            raise ValueError(
+                f"{json_file}: annotations[{index}]['category_id'] = {annotation['category_id']} "
+                "is not in 'categories'"
+            )
 
 
 def split_paths(json_file, percent, fold, out_dir=None):

@@ -1,3 +1,4 @@
+from .checkpoint import SafeCheckpointer
 from .ema import EMATeacherHook, ema_momentum, ema_update
 from .pseudo_label_pictures import PseudoLabelPicturesHook, draw_pseudo_labels
 from .trainer import SoftTeacherStep, SoftTeacherTrainer, unsup_weight_at
@@ -10,6 +11,7 @@ __all__ = [
     "ema_update",
     "plot_training_curves",
     "PseudoLabelPicturesHook",
+    "SafeCheckpointer",
     "SoftTeacherStep",
     "SoftTeacherTrainer",
     "TrainingCurvesHook",

@@ -11,14 +11,15 @@ import os
 import time
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultTrainer, SimpleTrainer, hooks
 from detectron2.modeling import META_ARCH_REGISTRY, ROI_HEADS_REGISTRY, build_model
+from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data import build_labeled_unlabeled_loader
+from ..data import SkippedImages, build_labeled_unlabeled_loader
 from ..modeling import PseudoLabeler, SemiSupervisedRCNN, SoftTeacherROIHeads
+from .checkpoint import SafeCheckpointer
 from .cpu_ddp import cpu_ddp_support
 from .ema import EMATeacherHook
 from .evaluation import build_detection_evaluator
@@ -40,6 +41,23 @@ def unsup_weight_at(cfg, iteration):
     return semi.UNSUP_WEIGHT
 
 
+def stop_on_non_finite_losses(loss_dict, iteration, output_dir):
+    """Raise ``FloatingPointError`` naming the non-finite loss terms and the iteration, on every
+    rank when any rank has one (called before the backward pass, so the weights, the teacher and
+    the last checkpoint stay as they were)."""
+    values = torch.stack([value.detach().float() for value in loss_dict.values()])
+    non_finite = (~torch.isfinite(values)).float().sum()
+    if comm.get_world_size() > 1:
+        torch.distributed.all_reduce(non_finite)
+    if non_finite.item() > 0:
+        bad = {name: value.item() for name, value in zip(loss_dict, values) if not torch.isfinite(value)}
+        terms = ", ".join(f"{name} = {value}" for name, value in bad.items()) or "on another rank"
+        raise FloatingPointError(
+            f"Non-finite loss at iteration {iteration}: {terms}. Stopped before the optimizer "
+            f"step; --resume continues from the last checkpoint in {output_dir}"
+        )
+
+
 class SoftTeacherStep(SimpleTrainer):
     """The teacher-student training step, with optional mixed precision.
 
@@ -55,6 +73,7 @@ class SoftTeacherStep(SimpleTrainer):
         self.amp_device = device.type
         self.amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
         self.grad_scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" else None
+        self.skipped_images = SkippedImages()
 
     def run_step(self):
         assert self.model.training, "[SoftTeacherStep] model was changed to eval mode!"
@@ -65,6 +84,8 @@ class SoftTeacherStep(SimpleTrainer):
         alpha = unsup_weight_at(self.cfg, self.iter)
         storage = get_event_storage()
         storage.put_scalar("semi/unsup_weight", alpha, smoothing_hint=False)
+        skipped = self.skipped_images.update(unlabeled)
+        storage.put_scalar("data/skipped_unlabeled_images", skipped, smoothing_hint=False)
         with torch.autocast(self.amp_device, dtype=self.amp_dtype, enabled=self.amp):
             if alpha > 0:
                 inputs, stats = self.pseudo_labeler(unlabeled)
@@ -77,6 +98,7 @@ class SoftTeacherStep(SimpleTrainer):
                 for name, value in loss_dict.items()
             }
             losses = sum(loss_dict.values())
+        stop_on_non_finite_losses(loss_dict, self.iter, self.cfg.OUTPUT_DIR)
 
         self.optimizer.zero_grad()
         if self.grad_scaler is not None:
@@ -171,6 +193,7 @@ class SoftTeacherTrainer(DefaultTrainer):
         return model.module if isinstance(model, DistributedDataParallel) else model
 
     def build_hooks(self):
+        self.checkpointer = SafeCheckpointer.replacing(self.checkpointer)
         ret = super().build_hooks()
         ema = EMATeacherHook(
             self.teacher, self.student, self.cfg.SEMI.EMA_MOMENTUM, self.cfg.SEMI.BURN_IN_ITERS
@@ -207,7 +230,7 @@ class SoftTeacherTrainer(DefaultTrainer):
         detectron2 checkpoint)."""
         which = cfg.SEMI.EVAL_MODELS[0]
         extra = {"teacher": _LoadInto(model)} if which == "teacher" else {}
-        checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, **extra)
+        checkpointer = SafeCheckpointer(model, save_dir=cfg.OUTPUT_DIR, **extra)
         path = cfg.MODEL.WEIGHTS
         if resume and checkpointer.has_checkpoint():
             path = checkpointer.get_checkpoint_file()
