@@ -102,11 +102,30 @@ def _register_splits(base_name, percents, folds, load, metadata):
                     MetadataCatalog.get(name).set(**metadata)
 
 
+def drop_boxes_without_area(dataset_dicts, json_file):
+    """Drop annotations whose box has zero or negative width or height (detectron2's transforms
+    would turn a negative-width box into a valid one), logging how many."""
+    dropped = 0
+    for record in dataset_dicts:
+        if "annotations" not in record:
+            continue
+        annotations = record["annotations"]
+        kept = [a for a in annotations if a["bbox"][2] > 0 and a["bbox"][3] > 0]
+        dropped += len(annotations) - len(kept)
+        record["annotations"] = kept
+    if dropped:
+        logger.warning("%s: dropped %d boxes of zero or negative width or height", json_file, dropped)
+    return dataset_dicts
+
+
 def register_checked_coco(name, json_file, image_root):
     """``register_coco_instances``, but the json is checked now (at start, before any training):
-    a file that is not json or lacks a key stops with an error naming both."""
+    a file that is not json or lacks a key stops with an error naming both; boxes of zero or
+    negative width or height are dropped when loaded."""
     check_coco_dict(load_coco_dict(json_file), json_file)
-    DatasetCatalog.register(name, lambda: load_coco_json(json_file, image_root, name))
+    DatasetCatalog.register(
+        name, lambda: drop_boxes_without_area(load_coco_json(json_file, image_root, name), json_file)
+    )
     MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco")
 
 

@@ -7,6 +7,7 @@ dashed when the unlabeled data has it. The picture goes to tensorboard (``pseudo
 ``OUTPUT_DIR/pseudo_labels/iter_XXXXXXX.png``.
 """
 
+import itertools
 import logging
 import os
 
@@ -56,7 +57,8 @@ class PseudoLabelPicturesHook(HookBase):
             return
         dicts = get_detection_dataset_dicts(self.cfg.DATASETS.TRAIN_UNLABELED, filter_empty=False)
         mapper = WeakStrongDatasetMapper(self.cfg, is_train=True)
-        self.views = [mapper(d) for d in dicts[: self.num_images]]
+        views = (mapper(d) for d in dicts)  # None for an unreadable image: the next is drawn
+        self.views = list(itertools.islice((v for v in views if v is not None), self.num_images)) or None
         names = MetadataCatalog.get(self.cfg.DATASETS.TRAIN_UNLABELED[0]).get("thing_classes")
         self.class_names = names or [str(i) for i in range(self.cfg.MODEL.ROI_HEADS.NUM_CLASSES)]
         os.makedirs(self.output_dir, exist_ok=True)
