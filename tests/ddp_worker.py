@@ -1,9 +1,11 @@
 """Two-process CPU training through detectron2's ``launch`` (gloo), for test_ddp.py.
 
-    python tests/ddp_worker.py TINY_ROOT OUT_DIR
+    python tests/ddp_worker.py TINY_ROOT OUT_DIR [nan-on-rank1]
 
 Rank 1's teacher is made to return no pseudo-box at all, so only rank 0 runs the unlabeled pass.
-Each rank saves its student, teacher and last gradients to OUT_DIR/rank{r}.pt.
+Each rank saves its student, teacher and last gradients to OUT_DIR/rank{r}.pt. With
+``nan-on-rank1``, rank 1's loss_cls is NaN at iteration 1 and each rank writes the error that
+stopped it to OUT_DIR/rank{r}.error.
 """
 
 import os
@@ -30,7 +32,7 @@ def register(root):
                            os.path.join(root, "train"), 25, 1)
 
 
-def worker(root, out_dir):
+def worker(root, out_dir, nan_on_rank1=False):
     register(root)
     torch.set_num_threads(1)
     cfg = soft_teacher_cfg(
@@ -42,8 +44,23 @@ def worker(root, out_dir):
     trainer = SoftTeacherTrainer(cfg)
     if comm.get_rank() == 1:
         trainer._trainer.pseudo_labeler.score_thresh = 2.0  # no pseudo-box can pass
+    if nan_on_rank1 and comm.get_rank() == 1:
+        forward = trainer.model.forward
+
+        def nan_at_iteration_1(*args, **kwargs):
+            losses = forward(*args, **kwargs)
+            if trainer.iter == 1:
+                losses["loss_cls"] = losses["loss_cls"] * float("nan")
+            return losses
+
+        trainer.model.forward = nan_at_iteration_1
     trainer.resume_or_load(resume=False)
-    trainer.train()
+    try:
+        trainer.train()
+    except FloatingPointError as e:
+        with open(os.path.join(out_dir, f"rank{comm.get_rank()}.error"), "w") as f:
+            f.write(str(e))
+        return
     torch.save(
         {
             "student": trainer.student.state_dict(),
@@ -58,4 +75,4 @@ def worker(root, out_dir):
 if __name__ == "__main__":
     root, out_dir = sys.argv[1:3]
     port = 20000 + os.getpid() % 20000
-    launch(worker, 2, dist_url=f"tcp://127.0.0.1:{port}", args=(root, out_dir))
+    launch(worker, 2, dist_url=f"tcp://127.0.0.1:{port}", args=(root, out_dir, sys.argv[3:] == ["nan-on-rank1"]))

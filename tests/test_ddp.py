@@ -23,3 +23,14 @@ def test_two_processes_stay_in_step_when_one_rank_has_no_pseudo_boxes(tiny_shape
         for name, value in ranks[0][part].items():
             assert torch.equal(value, ranks[1][part][name]), (part, name)
     assert any(v.abs().sum() > 0 for v in ranks[0]["grads"].values())
+
+
+def test_a_non_finite_loss_on_one_rank_stops_every_rank(tiny_shapes, tmp_path):
+    run = subprocess.run(
+        [sys.executable, os.path.join(HERE, "ddp_worker.py"), tiny_shapes, str(tmp_path), "nan-on-rank1"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (tmp_path / "rank1.error").read_text().startswith("Non-finite loss at iteration 1: loss_cls = nan.")
+    assert (tmp_path / "rank0.error").read_text().startswith("Non-finite loss at iteration 1: on another rank.")
+    assert not (tmp_path / "rank0.pt").exists()
