@@ -123,3 +123,16 @@ EVERY_DETECTION_IS_A_PSEUDO_BOX = {
     "SEMI.CLS_PSEUDO_THRESH": "0.0",
     "SEMI.REG_UNCERTAINTY_THRESH": "1e9",
 }
+
+
+def make_loss_non_finite(trainer, name, iteration):
+    """Make the loss term ``name`` of ``trainer``'s student NaN at ``iteration``."""
+    forward = trainer.model.forward
+
+    def forward_with_nan(*args, **kwargs):
+        losses = forward(*args, **kwargs)
+        if trainer.iter == iteration:
+            losses[name] = losses[name] * float("nan")
+        return losses
+
+    trainer.model.forward = forward_with_nan

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from softteacher import SoftTeacherTrainer  # noqa: E402
 from softteacher.data import register_semi_coco  # noqa: E402
 
-from conftest import EVERY_DETECTION_IS_A_PSEUDO_BOX, soft_teacher_cfg  # noqa: E402
+from conftest import EVERY_DETECTION_IS_A_PSEUDO_BOX, make_loss_non_finite, soft_teacher_cfg  # noqa: E402
 
 
 def register(root):
@@ -45,15 +45,7 @@ def worker(root, out_dir, nan_on_rank1=False):
     if comm.get_rank() == 1:
         trainer._trainer.pseudo_labeler.score_thresh = 2.0  # no pseudo-box can pass
     if nan_on_rank1 and comm.get_rank() == 1:
-        forward = trainer.model.forward
-
-        def nan_at_iteration_1(*args, **kwargs):
-            losses = forward(*args, **kwargs)
-            if trainer.iter == 1:
-                losses["loss_cls"] = losses["loss_cls"] * float("nan")
-            return losses
-
-        trainer.model.forward = nan_at_iteration_1
+        make_loss_non_finite(trainer, "loss_cls", iteration=1)
     trainer.resume_or_load(resume=False)
     try:
         trainer.train()

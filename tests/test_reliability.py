@@ -26,7 +26,7 @@ from softteacher.data.datasets import register_checked_coco
 from softteacher.data.image_reading import SKIPPED_KEY, read_image_any_depth
 from softteacher.engine import EMATeacherHook, SafeCheckpointer
 
-from conftest import semi_cfg, soft_teacher_cfg
+from conftest import make_loss_non_finite, semi_cfg, soft_teacher_cfg
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 KILL_WORKER = os.path.join(TESTS, "kill_worker.py")
@@ -218,15 +218,7 @@ def test_a_non_finite_loss_stops_naming_term_and_iteration_and_keeps_the_last_ch
     cfg = soft_teacher_cfg(*tiny_semi, tmp_path, max_iter=6, **{
         "SOLVER.CHECKPOINT_PERIOD": "2", "TEST.EVAL_PERIOD": "0", "SEMI.EVAL_MODELS": "()"})
     trainer = SoftTeacherTrainer(cfg)
-    forward = trainer.model.forward
-
-    def nan_at_iteration_3(*args, **kwargs):
-        losses = forward(*args, **kwargs)
-        if trainer.iter == 3:
-            losses["unsup_loss_cls"] = losses["unsup_loss_cls"] * float("nan")
-        return losses
-
-    trainer.model.forward = nan_at_iteration_3
+    make_loss_non_finite(trainer, "unsup_loss_cls", iteration=3)
     trainer.resume_or_load(resume=False)
     with pytest.raises(FloatingPointError, match=r"iteration 3: unsup_loss_cls = nan\. Stopped before"):
         trainer.train()
