@@ -22,6 +22,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 
 import matplotlib
@@ -141,7 +142,7 @@ def plot_bars(path, arms):
         means = [arms[n]["mean"][model]["AP"]["mean"] for n in names]
         spreads = [arms[n]["mean"][model]["AP"]["spread"] / 2 for n in names]
         ax.bar([i + offset for i in range(len(names))], means, 0.4, yerr=spreads, label=model, capsize=3)
-    ax.set_xticks(range(len(names)), [f"({n})\n{arms[n]['what'][:28]}" for n in names], fontsize=7)
+    ax.set_xticks(range(len(names)), [f"({n})\n" + textwrap.fill(arms[n]["what"], 22) for n in names], fontsize=7)
     ax.set_ylabel("COCO AP on shapes_val")
     ax.set_title("Embedded data: supervised vs Soft Teacher (same model and iterations)")
     ax.legend()
