@@ -24,7 +24,6 @@ timing).
 import argparse
 import contextlib
 import itertools
-import json
 import os
 import platform
 import resource
@@ -33,6 +32,7 @@ import sys
 import time
 
 import torch
+from bench_common import write_result
 from detectron2.data import build_detection_test_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.modeling import build_model
@@ -239,10 +239,7 @@ def main():
         "command": "python bench/cost.py " + " ".join(sys.argv[1:]),
     }
     result["met"] = {k: result[k] <= v for k, v in TARGETS.items()}
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(result, f, indent=1)
-    print(json.dumps(result, indent=1))
+    write_result(args.output, result)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,12 @@ and writes bench/results/data_throughput.json (images/s, and the ratio to 0 work
 
 import argparse
 import itertools
-import json
 import os
 import platform
 import time
 
 import torch
+from bench_common import write_result
 from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.utils.env import seed_all_rng
 
@@ -63,10 +63,7 @@ def main():
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d"),
     }
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(result, f, indent=2)
-    print(json.dumps(result, indent=2))
+    write_result(args.output, result)
 
 
 if __name__ == "__main__":

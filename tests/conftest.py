@@ -62,13 +62,9 @@ def tiny_semi(tiny_shapes):
 
 def semi_cfg(labeled, unlabeled, **overrides):
     """The Shapes config reading a labeled + unlabeled pair, with a few images per step."""
-    from detectron2.config import get_cfg
+    from softteacher import load_config
 
-    from softteacher import add_softteacher_config
-
-    cfg = get_cfg()
-    add_softteacher_config(cfg)
-    cfg.merge_from_file(config_path("Shapes", "Base-Shapes-R18-FPN.yaml"))
+    cfg = load_config(config_path("Shapes", "Base-Shapes-R18-FPN.yaml"))
     cfg.DATASETS.TRAIN_LABELED = (labeled,)
     cfg.DATASETS.TRAIN_UNLABELED = (unlabeled,)
     cfg.SOLVER.IMS_PER_BATCH_LABELED = 1
@@ -87,13 +83,9 @@ def semi_cfg(labeled, unlabeled, **overrides):
 
 def soft_teacher_cfg(labeled, unlabeled, output_dir, max_iter=2, **overrides):
     """The embedded Soft Teacher config on tiny data, a few small steps, on the CPU."""
-    from detectron2.config import get_cfg
+    from softteacher import load_config
 
-    from softteacher import add_softteacher_config
-
-    cfg = get_cfg()
-    add_softteacher_config(cfg)
-    cfg.merge_from_file(config_path("Shapes", "soft_teacher_R18_FPN_10pct.yaml"))
+    cfg = load_config(config_path("Shapes", "soft_teacher_R18_FPN_10pct.yaml"))
     cfg.merge_from_list([
         "DATASETS.TRAIN_LABELED", f"('{labeled}',)",
         "DATASETS.TRAIN_UNLABELED", f"('{unlabeled}',)",

@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
-from detectron2.config import get_cfg
 from detectron2.data import transforms as T
 
-from softteacher import add_softteacher_config
+from softteacher import load_config
 from softteacher.data.augmentations import (
     COLOR_OPS,
     GEOMETRIC_OPS,
@@ -26,9 +25,7 @@ BOXES = np.array([[80.0, 50.0, 120.0, 80.0], [60.0, 40.0, 90.0, 110.0], [110.0, 
 
 
 def mapper(geometric_ops=GEOMETRIC_OPS):
-    cfg = get_cfg()
-    add_softteacher_config(cfg)
-    cfg.merge_from_file(config_path("Shapes", "Base-Shapes-R18-FPN.yaml"))
+    cfg = load_config(config_path("Shapes", "Base-Shapes-R18-FPN.yaml"))
     cfg.INPUT.STRONG.GEOMETRIC_OPS = tuple(geometric_ops)
     return WeakStrongDatasetMapper(cfg, is_train=True)
 

@@ -1,19 +1,16 @@
 """The any-width ResNet-18-FPN is detectron2's R18-FPN at width 64, and narrower when asked."""
 
-from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone.fpn import build_resnet_fpn_backbone
 
-from softteacher import add_softteacher_config
+from softteacher import load_config
 from softteacher.modeling import build_resnet18_fpn_backbone_any_width
 
 from conftest import config_path
 
 
 def shapes_cfg(width):
-    cfg = get_cfg()
-    add_softteacher_config(cfg)
-    cfg.merge_from_file(config_path("Shapes", "Base-Shapes-R18-FPN.yaml"))
+    cfg = load_config(config_path("Shapes", "Base-Shapes-R18-FPN.yaml"))
     cfg.MODEL.RESNETS.STEM_OUT_CHANNELS = cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = width
     return cfg
 

@@ -8,7 +8,7 @@ import pytest
 from detectron2 import model_zoo
 from detectron2.config import get_cfg
 
-from softteacher import add_softteacher_config
+from softteacher import add_softteacher_config, load_config
 from softteacher.config import validate_softteacher_config
 from softteacher.data import shapes
 from softteacher.engine.trainer import check_semi_supervised_model
@@ -16,19 +16,11 @@ from softteacher.engine.trainer import check_semi_supervised_model
 from conftest import config_path
 
 
-def load(path, opts=()):
-    cfg = get_cfg()
-    add_softteacher_config(cfg)
-    cfg.merge_from_file(path)
-    cfg.merge_from_list(list(opts))
-    return cfg
-
-
 @pytest.mark.parametrize(
     "path", sorted(glob.glob(config_path("**", "*.yaml"), recursive=True)), ids=os.path.basename
 )
 def test_every_shipped_config_loads_and_names_a_model_its_trainer_accepts(path):
-    cfg = load(path)
+    cfg = load_config(path)
     if cfg.DATASETS.TRAIN_UNLABELED or cfg.MODEL.META_ARCHITECTURE == "SemiSupervisedRCNN":
         check_semi_supervised_model(cfg)  # raises for a model the teacher-student step cannot drive
         assert cfg.SOLVER.IMS_PER_BATCH_UNLABELED > 0
@@ -39,7 +31,7 @@ def test_every_shipped_config_loads_and_names_a_model_its_trainer_accepts(path):
 
 
 def test_shapes_config_inherits_the_base_and_overrides_it():
-    cfg = load(config_path("Shapes", "supervised_R18_FPN_10pct.yaml"))
+    cfg = load_config(config_path("Shapes", "supervised_R18_FPN_10pct.yaml"))
     # from Base-RCNN-FPN.yaml, two levels up the _BASE_ chain
     assert cfg.MODEL.RPN.IN_FEATURES == ["p2", "p3", "p4", "p5", "p6"]
     # from Base-Shapes-R18-FPN.yaml: trains from scratch, so GroupNorm and nothing frozen
@@ -63,24 +55,25 @@ def test_unknown_key_in_a_file_is_refused_with_its_name(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(f'_BASE_: "{config_path("Base-RCNN-FPN.yaml")}"\nSEMI:\n  UNSUP_WIEGHT: 2.0\n')
     with pytest.raises(KeyError, match="SEMI.UNSUP_WIEGHT"):
-        load(str(bad))
+        load_config(str(bad))
 
 
 def test_unknown_key_on_the_command_line_is_refused_with_its_name():
     with pytest.raises((KeyError, AssertionError), match="Non-existent key: SOLVER.BASE_LRR"):
-        load(config_path("Base-RCNN-FPN.yaml"), ["SOLVER.BASE_LRR", "0.1"])
+        load_config(config_path("Base-RCNN-FPN.yaml"), ["SOLVER.BASE_LRR", "0.1"])
 
 
 def test_shipped_base_equals_the_installed_model_zoo_base():
     zoo = model_zoo.get_config_file("Base-RCNN-FPN.yaml")
-    assert load(config_path("Base-RCNN-FPN.yaml")) == load(zoo)
+    assert load_config(config_path("Base-RCNN-FPN.yaml")) == load_config(zoo)
 
 
 def test_a_semi_supervised_config_with_a_plain_model_is_refused_by_name():
-    cfg = load(config_path("Shapes", "soft_teacher_R18_FPN_10pct.yaml"), ["MODEL.ROI_HEADS.NAME", "StandardROIHeads"])
+    semi_config = config_path("Shapes", "soft_teacher_R18_FPN_10pct.yaml")
+    cfg = load_config(semi_config, ["MODEL.ROI_HEADS.NAME", "StandardROIHeads"])
     with pytest.raises(ValueError, match="MODEL.ROI_HEADS.NAME = 'StandardROIHeads'"):
         check_semi_supervised_model(cfg)
-    cfg = load(config_path("Shapes", "soft_teacher_R18_FPN_10pct.yaml"), ["MODEL.META_ARCHITECTURE", "GeneralizedRCNN"])
+    cfg = load_config(semi_config, ["MODEL.META_ARCHITECTURE", "GeneralizedRCNN"])
     with pytest.raises(ValueError, match="MODEL.META_ARCHITECTURE = 'GeneralizedRCNN'"):
         check_semi_supervised_model(cfg)
 
@@ -100,6 +93,6 @@ def test_a_semi_supervised_config_with_a_plain_model_is_refused_by_name():
     ("DATASETS.TRAIN_UNLABELED", "('shapes_trian',)", "DATASETS.TRAIN_UNLABELED = 'shapes_trian'"),
 ])
 def test_a_bad_value_stops_at_start_naming_the_key_and_the_value(key, value, message):
-    cfg = load(config_path("Shapes", "soft_teacher_R18_FPN_10pct.yaml"), [key, value])
+    cfg = load_config(config_path("Shapes", "soft_teacher_R18_FPN_10pct.yaml"), [key, value])
     with pytest.raises(ValueError, match=re.escape(message)):
         validate_softteacher_config(cfg)

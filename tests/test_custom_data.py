@@ -6,11 +6,10 @@ import re
 import sys
 
 import pytest
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser
 
-from softteacher import add_softteacher_config
+from softteacher import load_config
 from softteacher.data import register_custom_from_config
 
 from conftest import REPO, config_path, tiny_training_opts
@@ -33,9 +32,7 @@ def custom_opts(root, name, unlabeled_json=True):
 
 
 def custom_cfg(opts):
-    cfg = get_cfg()
-    add_softteacher_config(cfg)
-    cfg.merge_from_file(config_path("Custom", "soft_teacher_shapes_as_files.yaml"))
+    cfg = load_config(config_path("Custom", "soft_teacher_shapes_as_files.yaml"))
     cfg.merge_from_list(opts)
     return cfg
 

@@ -109,8 +109,10 @@ def resumed_state_matches_the_checkpoint(out_dir, max_iter, period):
 
 
 def read_progress(out_dir):
+    """The last finished iteration the worker wrote, or -1 before its first (or mid-write)."""
     path = out_dir / "progress"
-    return int(path.read_text()) if path.exists() and path.read_text() else -1
+    text = path.read_text() if path.exists() else ""
+    return int(text) if text else -1
 
 
 def kill_trial(root, out_dir, max_iter, period, kill_after=None, die_in_save=0):

@@ -7,13 +7,12 @@ import math
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from softteacher import add_softteacher_config
+from softteacher import load_config
 from softteacher.env import collect_env
 
 from conftest import config_path, tiny_training_opts
@@ -22,9 +21,7 @@ pytestmark = pytest.mark.smoke
 
 
 def test_one_training_step_and_a_coco_evaluation(tiny_shapes, tmp_path):
-    cfg = get_cfg()
-    add_softteacher_config(cfg)
-    cfg.merge_from_file(config_path("Shapes", "Base-Shapes-R18-FPN.yaml"))
+    cfg = load_config(config_path("Shapes", "Base-Shapes-R18-FPN.yaml"))
     cfg.merge_from_list(tiny_training_opts(tmp_path))
     model = build_model(cfg)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
