@@ -3,6 +3,9 @@ PYTHON_BASE ?= python3.11
 # A detectron2 you built from source: `make env VENV_ARGS=--system-site-packages` lets the
 # environment see it, and it is then used as it is instead of the wheel below.
 VENV_ARGS ?=
+# Another torch build (e.g. for an older NVIDIA driver): a copy of requirements.txt with other
+# torch/torchvision lines, `make env REQUIREMENTS=my-requirements.txt` (see README: GPUs).
+REQUIREMENTS ?= requirements.txt
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -12,13 +15,13 @@ STAMP := $(VENV)/.installed
 D2_WHEEL := sal-detectron2==0.7.2
 D2_SHA256 := 491af0c7f79bdb2d178e46f6cb16a97c4ac968d45c41ea3f6b6435d59bbee561
 
-.PHONY: env d2-wheel test test-all lint demo data clean-env info bench-quality bench-cost
+.PHONY: env d2-wheel test test-all lint demo data clean-env info bench-quality bench-cost bench-label-next bench-coco-scale
 
 env: $(STAMP)
 
-$(STAMP): requirements.txt setup.cfg Makefile
+$(STAMP): $(REQUIREMENTS) setup.cfg Makefile
 	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV_ARGS) $(VENV)
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r $(REQUIREMENTS)
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@if $(PY) -c "import detectron2" 2>/dev/null; then \
 		echo "detectron2 already importable: using it as it is"; \
@@ -62,6 +65,12 @@ bench-quality: env
 
 bench-cost: env
 	$(PY) bench/cost.py $(BENCH_ARGS)
+
+bench-label-next: env
+	$(PY) bench/label_next.py $(BENCH_ARGS)
+
+bench-coco-scale: env
+	$(PY) bench/coco_scale.py $(BENCH_ARGS)
 
 info: env
 	$(PY) -m softteacher.env

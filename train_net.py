@@ -9,6 +9,9 @@ evaluates the teacher unless SEMI.EVAL_MODELS starts with "student"); others tra
     python train_net.py --config-file ... --eval-only MODEL.WEIGHTS path/to/model.pth
 """
 
+import logging
+import sys
+
 import torch
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
@@ -16,7 +19,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from softteacher import SoftTeacherTrainer, load_config
-from softteacher.config import validate_softteacher_config
+from softteacher.config import check_initial_weights, validate_softteacher_config
 from softteacher.data import register_custom_from_config
 from softteacher.engine.checkpoint import SafeCheckpointer
 from softteacher.engine.cpu_ddp import cpu_ddp_support
@@ -44,9 +47,14 @@ def setup(args):
     cfg = load_config(args.config_file, args.opts)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"  # detectron2 defaults to cuda; run where we are
+    if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu" and not cfg.DATASETS.TRAIN_UNLABELED:
+        # detectron2's AMPTrainer (supervised runs) needs CUDA; Soft Teacher's step uses bfloat16
+        logging.getLogger("softteacher").warning("SOLVER.AMP.ENABLED: no CUDA, supervised training runs in float32")
+        cfg.SOLVER.AMP.ENABLED = False
     cfg.freeze()
     register_custom_from_config(cfg)
     validate_softteacher_config(cfg)
+    check_initial_weights(cfg, resume=args.resume)
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="softteacher")
     return cfg
@@ -75,8 +83,17 @@ def main(args):
     return trainer.train()
 
 
+def warn_without_cuda(args):
+    """Say so when --num-gpus asks for GPUs this machine does not have."""
+    if args.num_gpus > 1 and not torch.cuda.is_available():
+        print(f"WARNING: CUDA is not available: --num-gpus {args.num_gpus} runs {args.num_gpus} CPU "
+              "processes (gloo) on this machine; check `python -m softteacher.env` for the torch build "
+              "and the GPUs it sees", file=sys.stderr)
+
+
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
+    warn_without_cuda(args)
     launch(
         main,
         args.num_gpus,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What one Soft Teacher step costs, part by part, against the work no semi-supervised method avoids.
 
-    python bench/cost.py [--weights output/shapes/soft_teacher_10pct/model_final.pth] [--steps 20]
+    python bench/cost.py [--weights output/shapes/soft_teacher_10pct_demo/model_final.pth] [--steps 20]
                          [--amp] [KEY VALUE ...]
 
 On the same prefetched batches, in one run, alternating which goes first:
@@ -47,7 +47,7 @@ from softteacher.modeling import pseudo_labels as pseudo_labels_module
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "Shapes", "soft_teacher_R18_FPN_10pct.yaml")
-DEFAULT_WEIGHTS = os.path.join(REPO, "output", "shapes", "soft_teacher_10pct", "model_final.pth")
+DEFAULT_WEIGHTS = os.path.join(REPO, "output", "shapes", "soft_teacher_10pct_demo", "model_final.pth")
 TARGETS = {"ratio_step_over_unavoidable": 1.2, "jitter_share": 0.10, "exported_inference_ratio": 1.05}
 
 
@@ -135,6 +135,54 @@ def inference_ratio(cfg, state, images, device):
     return {name: t / len(images) for name, t in clock.times.items()}
 
 
+def time_steps(student, labeler, optimizer, batches, warmup, alpha, amp, device):
+    """Train ``batches`` with the Soft Teacher step and with the unavoidable work, alternating
+    which goes first; the first ``warmup`` batches are not counted. Returns mean seconds per step
+    (total and by section) of both, and the classification pseudo-boxes per unlabeled image."""
+    with torch.no_grad(), EventStorage(0):  # the supervised step's targets: each batch's pseudo-boxes, found untimed
+        base_targets = [labeler(unlabeled)[0]["cls_targets"] for _, unlabeled in batches]
+    step_clock, base_clock = Clock(device), Clock(device)
+    detect, jitter = labeler.detect, pseudo_labels_module.jitter_reliability
+    labeler.detect = step_clock.wrap("teacher_pseudo_labelling", detect)
+    pseudo_labels_module.jitter_reliability = step_clock.wrap("box_jitter", jitter)
+    per_step, per_base, boxes = [], [], []
+    try:
+        with EventStorage(0):  # the losses log to it, as in training
+            for i, ((labeled, unlabeled), targets) in enumerate(zip(batches, base_targets)):
+                if i == warmup:  # warm-up done: count from here
+                    for collected in (per_step, per_base, boxes, step_clock.times, base_clock.times):
+                        collected.clear()
+                    if device.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats()
+                for run in ("step", "base") if i % 2 else ("base", "step"):
+                    if run == "step":
+                        start = step_clock.now()
+                        inputs = soft_teacher_step(step_clock, student, labeler, optimizer, labeled, unlabeled,
+                                                   alpha, amp)
+                        per_step.append(step_clock.now() - start)
+                        boxes.append(sum(len(t) for t in inputs["cls_targets"]) / len(unlabeled))
+                    else:
+                        start = base_clock.now()
+                        unavoidable_work(base_clock, student, labeler.teacher, optimizer, labeled, unlabeled,
+                                         targets, amp)
+                        per_base.append(base_clock.now() - start)
+    finally:
+        labeler.detect, pseudo_labels_module.jitter_reliability = detect, jitter
+    n = len(per_step)
+    step = {k: v / n for k, v in step_clock.times.items()}
+    step["mapping_and_statistics"] = (
+        step.pop("pseudo_labels_total") - step["teacher_pseudo_labelling"] - step["box_jitter"]
+    )
+    return {
+        "step_s": statistics.fmean(per_step),
+        "step_sections_s": step,
+        "unavoidable_s": statistics.fmean(per_base),
+        "unavoidable_sections_s": {k: v / n for k, v in base_clock.times.items()},
+        "pseudo_boxes_cls_per_image": statistics.fmean(boxes),
+        "steps": n,
+    }
+
+
 def peak_memory_mb(device):
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
@@ -172,39 +220,9 @@ def main():
     labeler = PseudoLabeler(cfg, teacher)
 
     batches = list(itertools.islice(build_labeled_unlabeled_loader(cfg), args.warmup + args.steps))
-    with torch.no_grad(), EventStorage(0):  # the supervised step's targets: each batch's pseudo-boxes, found untimed
-        base_targets = [labeler(unlabeled)[0]["cls_targets"] for _, unlabeled in batches]
-    step_clock, base_clock = Clock(device), Clock(device)
-    labeler.detect = step_clock.wrap("teacher_pseudo_labelling", labeler.detect)
-    pseudo_labels_module.jitter_reliability = step_clock.wrap("box_jitter", pseudo_labels_module.jitter_reliability)
-    per_step, per_base, boxes = [], [], []
-    storage = EventStorage(0).__enter__()  # the losses log to it, as in training
-    for i, ((labeled, unlabeled), targets) in enumerate(zip(batches, base_targets)):
-        if i == args.warmup:  # warm-up done: count from here
-            for collected in (per_step, per_base, step_clock.times, base_clock.times):
-                collected.clear()
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-        for run in ("step", "base") if i % 2 else ("base", "step"):
-            if run == "step":
-                start = step_clock.now()
-                inputs = soft_teacher_step(step_clock, student, labeler, optimizer, labeled, unlabeled,
-                                           cfg.SEMI.UNSUP_WEIGHT, args.amp)
-                per_step.append(step_clock.now() - start)
-                boxes.append(sum(len(t) for t in inputs["cls_targets"]) / len(unlabeled))
-            else:
-                start = base_clock.now()
-                unavoidable_work(base_clock, student, teacher, optimizer, labeled, unlabeled, targets, args.amp)
-                per_base.append(base_clock.now() - start)
-
-    storage.__exit__(None, None, None)
-    n = len(per_step)
-    step = {k: v / n for k, v in step_clock.times.items()}
-    base = {k: v / n for k, v in base_clock.times.items()}
-    step["mapping_and_statistics"] = (
-        step.pop("pseudo_labels_total") - step["teacher_pseudo_labelling"] - step["box_jitter"]
-    )
-    step_total, base_total = statistics.fmean(per_step), statistics.fmean(per_base)
+    timing = time_steps(student, labeler, optimizer, batches, args.warmup, cfg.SEMI.UNSUP_WEIGHT, args.amp, device)
+    step, base = timing["step_sections_s"], timing["unavoidable_sections_s"]
+    step_total, base_total = timing["step_s"], timing["unavoidable_s"]
 
     test_loader = build_detection_test_loader(cfg, cfg.DATASETS.TEST[0])
     images = list(itertools.islice(test_loader, args.inference_images))
@@ -223,11 +241,11 @@ def main():
         "unavoidable_sections_s": {k: round(v, 4) for k, v in base.items()},
         "images_per_step": per_step_images,
         "images_per_s": round(per_step_images / step_total, 2),
-        "pseudo_boxes_cls_per_image": round(statistics.fmean(boxes), 2),
+        "pseudo_boxes_cls_per_image": round(timing["pseudo_boxes_cls_per_image"], 2),
         "peak_memory_mb": round(peak_memory_mb(device), 1),
         "peak_memory_kind": "CUDA max_memory_allocated" if device.type == "cuda" else "process max RSS",
         "inference_s_per_image": {k: round(v, 5) for k, v in inference.items()},
-        "steps": n,
+        "steps": timing["steps"],
         "amp": args.amp,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "

@@ -78,3 +78,48 @@ def test_train_net_trains_and_evaluates_on_custom_data_by_config_alone(tiny_shap
     # pseudo-label quality was measured against the unlabeled json's annotations
     assert any("semi/recall_rpn" in r for r in rows)
     assert os.path.exists(os.path.join(tmp_path, "teacher", "inference", "mine_val", "coco_instances_results.json"))
+
+
+def test_num_classes_that_differs_from_the_json_stops_at_start_naming_both_and_the_file(tiny_shapes):
+    json_file = os.path.join(tiny_shapes, "annotations", "instances_train.json")
+    cfg = custom_cfg(custom_opts(tiny_shapes, "mine_count") + ["MODEL.ROI_HEADS.NUM_CLASSES", "7"])
+    with pytest.raises(ValueError, match=re.escape(f"{json_file}: 5 categories, but MODEL.ROI_HEADS.NUM_CLASSES = 7")):
+        register_custom_from_config(cfg)
+
+
+def test_category_names_reach_metadata_predictions_and_the_exported_config(tiny_shapes, tmp_path):
+    """A json with its own names and non-contiguous ids: names and ids survive to every output."""
+    import torch
+    from detectron2.modeling import build_model
+
+    from softteacher.export import export_plain_model
+    from softteacher.inference import category_ids, class_names
+
+    ann = os.path.join(tiny_shapes, "annotations")
+    renamed = {}
+    for split in ("train", "val"):
+        with open(os.path.join(ann, f"instances_{split}.json")) as f:
+            coco = json.load(f)
+        for c in coco["categories"]:
+            c["name"], c["id"] = f"thing_{c['name']}", c["id"] * 10
+        for a in coco["annotations"]:
+            a["category_id"] *= 10
+        renamed[split] = str(tmp_path / f"{split}.json")
+        with open(renamed[split], "w") as f:
+            json.dump(coco, f)
+    cfg = custom_cfg(custom_opts(tiny_shapes, "mine_names") + [
+        "DATASETS.CUSTOM.LABELED_JSON", renamed["train"], "DATASETS.CUSTOM.UNLABELED_JSON", "",
+        "DATASETS.CUSTOM.VAL_JSON", renamed["val"], "DATASETS.TEST", "('mine_names_val',)",
+        "DATASETS.TRAIN_LABELED", "('mine_names_labeled',)", "MODEL.DEVICE", "cpu",
+    ])
+    register_custom_from_config(cfg)
+    expected = ["thing_disk", "thing_triangle", "thing_rectangle", "thing_star", "thing_cross"]
+    assert MetadataCatalog.get("mine_names_labeled").thing_classes == expected  # before any loading
+    assert class_names(cfg) == expected
+    assert category_ids(cfg) == {0: 10, 1: 20, 2: 30, 3: 40, 4: 50}
+    torch.save({"model": build_model(cfg).state_dict()}, tmp_path / "ckpt.pth")
+    _, config = export_plain_model(cfg, str(tmp_path / "ckpt.pth"), "student", str(tmp_path / "exported"),
+                                   expected, [10, 20, 30, 40, 50])
+    assert open(config).readline().strip().endswith(", ".join(expected))
+    with open(tmp_path / "exported" / "metadata.json") as f:
+        assert json.load(f) == {"thing_classes": expected, "category_ids": [10, 20, 30, 40, 50]}

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from softteacher.data.splits import load_coco_dict, split_image_ids, split_paths, write_split
@@ -9,9 +10,10 @@ from softteacher.data.splits import load_coco_dict, split_image_ids, split_paths
 POOL = list(range(1, 2001))
 
 
+@pytest.mark.parametrize("method", ["original", "permutation"])
 @pytest.mark.parametrize("percent", [1, 5, 10, 100, 0.5])
-def test_split_is_disjoint_covers_the_pool_and_meets_the_fraction(percent):
-    labeled, unlabeled = split_image_ids(POOL, percent, fold=1)
+def test_split_is_disjoint_covers_the_pool_and_meets_the_fraction(percent, method):
+    labeled, unlabeled = split_image_ids(POOL, percent, fold=1, method=method)
     assert not set(labeled) & set(unlabeled)
     assert sorted(labeled + unlabeled) == POOL
     assert len(labeled) == max(1, round(len(POOL) * percent / 100))
@@ -20,7 +22,39 @@ def test_split_is_disjoint_covers_the_pool_and_meets_the_fraction(percent):
 def test_split_is_deterministic_and_folds_differ():
     assert split_image_ids(POOL, 10, fold=1) == split_image_ids(POOL, 10, fold=1)
     assert split_image_ids(POOL, 10, fold=1)[0] != split_image_ids(POOL, 10, fold=2)[0]
-    assert split_image_ids(POOL, 10, fold=1, seed=1)[0] != split_image_ids(POOL, 10, 1, seed=2)[0]
+    permutation = {"method": "permutation"}
+    assert (split_image_ids(POOL, 10, fold=1, seed=1, **permutation)[0]
+            != split_image_ids(POOL, 10, 1, seed=2, **permutation)[0])
+
+
+def published_selection(image_ids, percent, fold, with_replacement):
+    """The published splits, re-implemented from their description rather than their code: a
+    legacy numpy generator seeded with the fold; without replacement numpy's choice is the head of
+    a permutation of the positions, with replacement it is uniform integer draws."""
+    rng = np.random.RandomState(fold)
+    n = int(percent / 100.0 * len(image_ids))
+    positions = rng.randint(0, len(image_ids), size=n) if with_replacement else rng.permutation(len(image_ids))[:n]
+    return sorted({image_ids[p] for p in positions})
+
+
+@pytest.mark.parametrize("fold", [1, 2, 5])
+@pytest.mark.parametrize("percent", [1, 5, 10])
+def test_default_split_is_the_original_codes_and_mmdetection_is_with_replacement(fold, percent):
+    shuffled = np.random.default_rng(0).permutation(np.arange(10, 30010, 3)).tolist()  # json order, ids with gaps
+    labeled, unlabeled = split_image_ids(shuffled, percent, fold)
+    assert labeled == published_selection(shuffled, percent, fold, with_replacement=False)
+    assert len(labeled) == int(percent / 100 * len(shuffled))
+    assert sorted(labeled + unlabeled) == sorted(shuffled)
+    mmdet, _ = split_image_ids(shuffled, percent, fold, method="mmdetection")
+    assert mmdet == published_selection(shuffled, percent, fold, with_replacement=True)
+    assert len(mmdet) <= len(labeled)  # repeats: fewer distinct images (always, at 10 %)
+    assert percent < 10 or len(mmdet) < len(labeled)
+
+
+def test_the_original_split_depends_on_the_json_order():
+    forward, _ = split_image_ids(POOL, 10, fold=1)
+    backward, _ = split_image_ids(POOL[::-1], 10, fold=1)
+    assert forward != backward  # positions are drawn, as in the original code
 
 
 def test_bad_percent_is_refused():

@@ -167,3 +167,65 @@ def test_a_plain_detectron2_checkpoint_initialises_student_and_teacher(tiny_semi
     for name, value in plain.state_dict().items():
         assert torch.equal(trainer.student.state_dict()[name], value), name
         assert torch.equal(trainer.teacher.state_dict()[name], value), name
+
+
+def c2_name(key):
+    """detectron2's ResNet parameter name -> its name in an MSRA ImageNet .pkl (Caffe2 style)."""
+    key = key.replace("backbone.bottom_up.", "")
+    if key.startswith("stem.conv1"):
+        return {"stem.conv1.weight": "conv1_w", "stem.conv1.norm.weight": "res_conv1_bn_s",
+                "stem.conv1.norm.bias": "res_conv1_bn_b"}.get(key)
+    stage, block, layer, *rest = key.split(".")
+    branch = {"conv1": "branch2a", "conv2": "branch2b", "conv3": "branch2c", "shortcut": "branch1"}[layer]
+    suffix = {("weight",): "_w", ("norm", "weight"): "_bn_s", ("norm", "bias"): "_bn_b"}.get(tuple(rest))
+    return f"{stage}_{block}_{branch}{suffix}" if suffix else None
+
+
+def test_an_imagenet_pkl_loads_into_student_and_teacher_by_detectron2s_name_mapping(tiny_semi, tmp_path):
+    import pickle
+
+    import numpy as np
+
+    # the COCO configs' backbone (R50, frozen batch norm), narrowed so that the file stays small
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path / "out", **{
+        "MODEL.BACKBONE.NAME": "build_resnet_fpn_backbone", "MODEL.RESNETS.DEPTH": "50",
+        "MODEL.RESNETS.NORM": "FrozenBN", "MODEL.RESNETS.STEM_OUT_CHANNELS": "16",
+        "MODEL.RESNETS.RES2_OUT_CHANNELS": "32", "MODEL.RESNETS.WIDTH_PER_GROUP": "8",
+        "MODEL.BACKBONE.FREEZE_AT": "2",
+    })
+    shapes = {k: tuple(v.shape) for k, v in build_model(cfg).state_dict().items() if k.startswith("backbone.bottom_up")}
+    rng = np.random.default_rng(0)
+    blobs = {c2_name(k): rng.standard_normal(s).astype(np.float32) for k, s in shapes.items() if c2_name(k)}
+    blobs["fc1000_w"] = rng.standard_normal((1000, 16)).astype(np.float32)  # the classifier: not used
+    assert len(blobs) == 3 + 16 * 3 * 3 + 4 * 3 + 1  # (conv, scale, bias): stem, 16 bottlenecks of 3, 4 shortcuts; fc
+    path = tmp_path / "R-50.pkl"
+    path.write_bytes(pickle.dumps(blobs))
+    cfg.defrost()
+    cfg.MODEL.WEIGHTS = str(path)
+    trainer = SoftTeacherTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.before_train()
+    student, teacher = trainer.student.state_dict(), trainer.teacher.state_dict()
+    loaded = 0
+    for key in shapes:
+        name = c2_name(key)
+        if name:
+            expected = torch.from_numpy(blobs[name])
+            assert torch.equal(student[key], expected) and torch.equal(teacher[key], expected), key
+            loaded += 1
+    assert loaded == len(blobs) - 1
+
+
+def test_missing_initial_weights_stop_at_start_naming_the_path_and_where_to_get_them(tmp_path):
+    import pytest
+
+    from softteacher.config import check_initial_weights, load_config
+
+    from conftest import config_path
+
+    cfg = load_config(config_path("COCO-SemiSupervised", "soft_teacher_R_50_FPN_10pct_180k.yaml"),
+                      ["MODEL.WEIGHTS", str(tmp_path / "R-50.pkl"), "OUTPUT_DIR", str(tmp_path)])
+    with pytest.raises(FileNotFoundError, match=r"R-50.pkl' does not exist.*ImageNetPretrained/MSRA/R-50.pkl"):
+        check_initial_weights(cfg)
+    (tmp_path / "last_checkpoint").write_text("model_0000009.pth")
+    check_initial_weights(cfg, resume=True)  # resuming reads the checkpoint, not MODEL.WEIGHTS

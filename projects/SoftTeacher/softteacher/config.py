@@ -1,7 +1,9 @@
 """Config keys of the Soft Teacher project.
 
-Defaults are those of the original code (microsoft/SoftTeacher, configs/soft_teacher/) for the
-COCO partial-label setting; ../shared/DESIGN.md section 2 lists each with its source.
+Defaults are those of the original code for the COCO partial-label setting
+(microsoft/SoftTeacher: configs/soft_teacher/base.py for thresholds, jitter, EMA and alpha;
+ssod/models/soft_teacher.py for how they are used); projects/SoftTeacher/README.md lists each key
+with its source.
 """
 
 from detectron2.config import CfgNode as CN
@@ -115,3 +117,31 @@ def validate_softteacher_config(cfg):
         for dataset in cfg.DATASETS[key]:
             _check(dataset in registered, f"DATASETS.{key}", dataset,
                    "a registered dataset name (see README: COCO splits, your own data)")
+
+
+IMAGENET_R50_URL = "https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/MSRA/R-50.pkl"
+
+
+def check_initial_weights(cfg, resume=False):
+    """Stop at start when MODEL.WEIGHTS will be loaded but cannot be: a missing local file, or a
+    URL that cannot be fetched (no internet), naming the path and how to get the file. Not
+    checked when ``resume`` finds a checkpoint in OUTPUT_DIR (MODEL.WEIGHTS is then not read)."""
+    import os
+
+    from detectron2.utils.file_io import PathManager
+
+    path = cfg.MODEL.WEIGHTS
+    if not path or (resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))):
+        return
+    how = (f"the ImageNet weights the COCO and VOC configs start from are detectron2's model-zoo file "
+           f"{IMAGENET_R50_URL}: download it on a machine with internet and pass MODEL.WEIGHTS /path/to/R-50.pkl")
+    if "://" not in path:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"MODEL.WEIGHTS = {path!r} does not exist. For a trained model, give its "
+                                    f".pth file; {how}")
+        return
+    try:
+        PathManager.get_local_path(path)  # fetched once, then read from detectron2's cache
+    except Exception as e:  # iopath raises whatever urllib raises offline
+        raise FileNotFoundError(f"MODEL.WEIGHTS = {path!r} could not be fetched ({type(e).__name__}: {e}); "
+                                f"{how}") from e

@@ -7,12 +7,15 @@ own keys. A model whose backbone is this project's (the CPU-sized ``Shapes`` con
 ``import softteacher`` to register that backbone; the COCO and VOC models are pure detectron2.
 """
 
+import json
 import os
 
 import torch
 from detectron2.config import CfgNode, get_cfg
 
 EXPORTABLE = ("teacher", "student")
+# beside model.pth: {"thing_classes": [...]}, the class names detectron2's config has no key for
+METADATA_FILE = "metadata.json"
 
 
 def load_checkpoint(path):
@@ -42,8 +45,10 @@ def detectron2_only(cfg, reference=None):
     return out
 
 
-def export_plain_model(cfg, checkpoint_path, which, output_dir):
-    """Write ``model.pth`` and ``config.yaml`` of a plain detectron2 Faster R-CNN; return their paths."""
+def export_plain_model(cfg, checkpoint_path, which, output_dir, thing_classes=None, category_ids=None):
+    """Write ``model.pth`` and ``config.yaml`` of a plain detectron2 Faster R-CNN, and the class
+    names and json category ids (``metadata.json``; the names also atop the config) when given;
+    return the first two paths."""
     state = model_state(load_checkpoint(checkpoint_path), which)
     os.makedirs(output_dir, exist_ok=True)
     weights = os.path.join(output_dir, "model.pth")
@@ -54,6 +59,15 @@ def export_plain_model(cfg, checkpoint_path, which, output_dir):
     plain.MODEL.WEIGHTS = weights
     plain.OUTPUT_DIR = output_dir
     config = os.path.join(output_dir, "config.yaml")
+    header = ""
+    if thing_classes:
+        if len(thing_classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+            raise ValueError(f"{len(thing_classes)} class names for MODEL.ROI_HEADS.NUM_CLASSES = "
+                             f"{cfg.MODEL.ROI_HEADS.NUM_CLASSES}")
+        with open(os.path.join(output_dir, METADATA_FILE), "w") as f:
+            json.dump({"thing_classes": list(thing_classes),
+                       "category_ids": list(category_ids or range(1, len(thing_classes) + 1))}, f, indent=1)
+        header = f"# classes (contiguous ids 0..{len(thing_classes) - 1}): {', '.join(thing_classes)}\n"
     with open(config, "w") as f:
-        f.write(plain.dump())
+        f.write(header + plain.dump())
     return weights, config

@@ -63,7 +63,7 @@ def _load_fold(percent, fold, unlabeled):
     paths = split_paths(full, percent, fold)
     with FileLock(os.path.join(root, ".lock")):
         if not all(os.path.exists(p) for p in paths):
-            write_split(full, percent, fold)
+            write_split(full, percent, fold, method="permutation")  # the benchmarks' splits
     name = f"shapes_train.{split_suffix(fold, percent)}" + ("-unlabeled" if unlabeled else "")
     return load_coco_json(paths[1 if unlabeled else 0], os.path.join(root, "train"), name)
 
@@ -118,27 +118,41 @@ def drop_boxes_without_area(dataset_dicts, json_file):
     return dataset_dicts
 
 
-def register_checked_coco(name, json_file, image_root):
+def register_checked_coco(name, json_file, image_root, num_classes=None):
     """``register_coco_instances``, but the json is checked now (at start, before any training):
-    a file that is not json or lacks a key stops with an error naming both; boxes of zero or
-    negative width or height are dropped when loaded."""
-    check_coco_dict(load_coco_dict(json_file), json_file)
+    a file that is not json or lacks a key, or whose category count is not ``num_classes``, stops
+    with an error naming the file; boxes of zero or negative width or height are dropped when
+    loaded. The class names (and their json ids) are in the metadata at once, ordered by category
+    id as detectron2's ``load_coco_json`` orders them."""
+    coco = load_coco_dict(json_file)
+    check_coco_dict(coco, json_file)
+    categories = sorted(coco["categories"], key=lambda c: c["id"])
+    if num_classes is not None and categories and len(categories) != num_classes:
+        raise ValueError(
+            f"{json_file}: {len(categories)} categories, but MODEL.ROI_HEADS.NUM_CLASSES = {num_classes}; "
+            f"set NUM_CLASSES to {len(categories)}"
+        )
     DatasetCatalog.register(
         name, lambda: drop_boxes_without_area(load_coco_json(json_file, image_root, name), json_file)
     )
-    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco")
+    meta = dict(json_file=json_file, image_root=image_root, evaluator_type="coco")
+    if categories:
+        meta.update(thing_classes=[c["name"] for c in categories],
+                    thing_dataset_id_to_contiguous_id={c["id"]: i for i, c in enumerate(categories)})
+    MetadataCatalog.get(name).set(**meta)
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def register_semi_coco(name, json_file, image_root, percent, fold, seed=1, out_dir=None):
+def register_semi_coco(name, json_file, image_root, percent, fold, seed=1, out_dir=None, method="original"):
     """Register a COCO json's label-ratio split: ``{name}.{fold}@{percent}`` (labeled) and
     ``{name}.{fold}@{percent}-unlabeled`` (the rest), writing the split files next to the json
-    (or in ``out_dir``) when missing. Returns the two names."""
+    (or in ``out_dir``) when missing (``method``: see :mod:`softteacher.data.splits`). Returns
+    the two names."""
     labeled_json, unlabeled_json = split_paths(json_file, percent, fold, out_dir)
     if not (os.path.exists(labeled_json) and os.path.exists(unlabeled_json)):
-        write_split(json_file, percent, fold, seed=seed, out_dir=out_dir)
+        write_split(json_file, percent, fold, seed=seed, out_dir=out_dir, method=method)
     labeled = f"{name}.{split_suffix(fold, percent)}"
     unlabeled = labeled + "-unlabeled"
     register_checked_coco(labeled, labeled_json, image_root)
@@ -194,7 +208,7 @@ def register_custom_from_config(cfg):
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
         if json_file:
-            register_checked_coco(name, json_file, images)
+            register_checked_coco(name, json_file, images, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
         else:
             register_image_folder(name, images)
         registered.append(name)

@@ -1,0 +1,179 @@
+"""A trained model on your own images: loading it, finding the images, running it.
+
+Shared by ``tools/predict.py``, ``tools/pseudo_label.py`` and ``tools/label_next.py``. A model is
+a training checkpoint (its teacher or student) or a model written by ``tools/export_model.py``
+(a folder with ``model.pth`` and ``config.yaml``). Images are files, folders, globs, a COCO json
+or a registered dataset name; an image that cannot be read is skipped and named, never a crash.
+"""
+
+import glob
+import json
+import logging
+import os
+
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+
+from .config import load_config
+from .data import register_custom_from_config
+from .data.datasets import IMAGE_EXTENSIONS
+from .data.image_reading import UNREADABLE, read_image_any_depth
+from .export import EXPORTABLE, METADATA_FILE, load_checkpoint
+
+logger = logging.getLogger(__name__)
+
+
+def load_model(weights, config_file=None, which="teacher", opts=()):
+    """``(cfg, model)``: the model in eval mode with the weights of ``weights``.
+
+    ``weights`` is a training checkpoint (``which`` picks its teacher or student; a checkpoint
+    without a teacher gives its model) or an exported model (``model.pth``, or its folder, with
+    ``config.yaml`` beside it, used when ``config_file`` is None).
+    """
+    if which not in EXPORTABLE:
+        raise ValueError(f"which = {which!r}: choose one of {EXPORTABLE}")
+    if os.path.isdir(weights):
+        weights = os.path.join(weights, "model.pth")
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"model weights {weights!r} do not exist")
+    exported_config = os.path.join(os.path.dirname(weights), "config.yaml")
+    if config_file is None:
+        if not os.path.isfile(exported_config):
+            raise FileNotFoundError(
+                f"no --config-file given and no config.yaml beside {weights}: pass the config the "
+                "model was trained with"
+            )
+        config_file = exported_config
+    cfg = load_config(config_file, opts)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    register_custom_from_config(cfg)
+    checkpoint = load_checkpoint(weights)
+    key = "teacher" if which == "teacher" and "teacher" in checkpoint else "model"
+    if key not in checkpoint:
+        raise KeyError(f"{weights}: no 'model' or 'teacher' weights (keys: {sorted(checkpoint)})")
+    model = build_model(cfg)
+    model.load_state_dict(checkpoint[key])
+    model.eval()
+    logger.info("Loaded the %s weights of %s", "teacher" if key == "teacher" else "model", weights)
+    cfg.defrost()
+    cfg.MODEL.WEIGHTS = weights
+    cfg.freeze()
+    return cfg, model
+
+
+def _exported_metadata(cfg):
+    path = os.path.join(os.path.dirname(cfg.MODEL.WEIGHTS), METADATA_FILE)
+    if cfg.MODEL.WEIGHTS and os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    return {}
+
+
+def dataset_metadata(cfg):
+    """The metadata of the first of the config's datasets (test, labeled, train) whose class
+    names fit the model, or None."""
+    for name in (*cfg.DATASETS.TEST, *cfg.DATASETS.TRAIN_LABELED, *cfg.DATASETS.TRAIN):
+        meta = MetadataCatalog.get(name)
+        if len(meta.get("thing_classes") or ()) == cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+            return meta
+    return None
+
+
+def class_names(cfg):
+    """The class names of a model: its exported ``metadata.json``, else its datasets' metadata,
+    else the class indices."""
+    exported = _exported_metadata(cfg)
+    if "thing_classes" in exported:
+        return exported["thing_classes"]
+    meta = dataset_metadata(cfg)
+    return list(meta.thing_classes) if meta else [str(i) for i in range(cfg.MODEL.ROI_HEADS.NUM_CLASSES)]
+
+
+def category_ids(cfg):
+    """The json category id of each class index: the exported model's or the datasets' mapping
+    when there is one, else 1..N."""
+    exported = _exported_metadata(cfg)
+    if "category_ids" in exported:
+        return dict(enumerate(exported["category_ids"]))
+    meta = dataset_metadata(cfg)
+    mapping = meta.get("thing_dataset_id_to_contiguous_id") if meta else None
+    if mapping:
+        return {contiguous: dataset_id for dataset_id, contiguous in mapping.items()}
+    return {i: i + 1 for i in range(cfg.MODEL.ROI_HEADS.NUM_CLASSES)}
+
+
+def find_images(inputs, image_root=None):
+    """Image records ``{"file_name", "image_id", "rel_name"}`` of ``inputs``, in order.
+
+    Each input is an image file, a folder (searched recursively), a glob, a COCO json (its
+    ``images``, relative to ``image_root`` or the json's folder) or a registered dataset name.
+    ``image_id`` is the json's id when there is one, else a running number from 1.
+    """
+    records = []
+    for item in inputs:
+        if item in DatasetCatalog.list():
+            root = MetadataCatalog.get(item).get("image_root")
+            records += [_record(d["file_name"], d.get("image_id"),
+                                os.path.relpath(d["file_name"], root) if root else os.path.basename(d["file_name"]))
+                        for d in DatasetCatalog.get(item)]
+        elif item.endswith(".json") and os.path.isfile(item):
+            with open(item) as f:
+                coco = json.load(f)
+            root = image_root or os.path.dirname(os.path.abspath(item))
+            records += [_record(os.path.join(root, im["file_name"]), im["id"], im["file_name"])
+                        for im in coco["images"]]
+        elif os.path.isdir(item):
+            files = sorted(
+                os.path.join(d, f) for d, _, names in os.walk(item) for f in names
+                if f.lower().endswith(IMAGE_EXTENSIONS)
+            )
+            records += [_record(f, None, os.path.relpath(f, item)) for f in files]
+        else:
+            files = sorted(glob.glob(item)) if glob.has_magic(item) else [item]
+            if not files:
+                raise FileNotFoundError(f"{item!r} matches no file")
+            records += [_record(f, None, os.path.basename(f)) for f in files]
+    if not records:
+        raise ValueError(f"no images found in {list(inputs)}")
+    next_id = max((r["image_id"] for r in records if isinstance(r["image_id"], int)), default=0) + 1
+    for r in records:
+        if r["image_id"] is None:
+            r["image_id"], next_id = next_id, next_id + 1
+    return records
+
+
+def _record(file_name, image_id, rel_name):
+    return {"file_name": file_name, "image_id": image_id, "rel_name": rel_name}
+
+
+class ImageReader:
+    """Reads images for a model's test-time input, skipping (and naming once) unreadable ones."""
+
+    def __init__(self, cfg):
+        self.image_format = cfg.INPUT.FORMAT
+        self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+        self.skipped = []
+
+    def __call__(self, record):
+        """The model input of ``record`` (as detectron2's test-time ``DatasetMapper`` makes it),
+        or None when the file cannot be read."""
+        try:
+            image = read_image_any_depth(record["file_name"], self.image_format)
+        except UNREADABLE as e:
+            self.skipped.append((record["file_name"], f"{type(e).__name__}: {e}"))
+            logger.warning("Skipped image %s: %s", record["file_name"], e)
+            return None
+        height, width = image.shape[:2]
+        resized = self.resize.get_transform(image).apply_image(image)
+        tensor = torch.as_tensor(resized.transpose(2, 0, 1).copy())
+        return {"image": tensor, "height": height, "width": width, "original": image}
+
+
+def progress(records, desc):
+    """``records`` with a progress bar on the terminal (tqdm), quiet elsewhere."""
+    from tqdm import tqdm
+
+    return tqdm(records, desc=desc, unit="image", disable=None)

@@ -1,0 +1,74 @@
+"""Smoke test (slow): every shipped COCO and VOC config builds and trains 2 steps at its own image
+sizes, on the embedded pictures enlarged to COCO scale in COCO's and VOC's file layouts.
+
+Each config runs with one GPU's share of its batch (the configs' totals are for 8 GPUs), random
+weights in place of the ImageNet file, and, for Soft Teacher, thresholds that let a random
+teacher's detections through so that every unsupervised branch runs. It checks that training
+reaches its last step with finite losses; it measures nothing.
+"""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from softteacher import load_config
+from softteacher.data.large_scale import write_coco_like, write_voc_like
+from softteacher.data.splits import write_split
+
+from conftest import REPO
+
+CONFIGS = sorted(
+    os.path.relpath(p, REPO)
+    for folder in ("COCO-SemiSupervised", "COCO-Supervised", "VOC-SemiSupervised", "VOC-Supervised")
+    for p in glob.glob(os.path.join(REPO, "configs", folder, "*.yaml"))
+)
+GPUS = 8  # the configs' batch totals are for 8 GPUs
+LET_BOXES_THROUGH = [
+    "SEMI.PSEUDO_SCORE_THRESH", "0.0", "SEMI.RPN_PSEUDO_THRESH", "0.0", "SEMI.CLS_PSEUDO_THRESH", "0.0",
+    "SEMI.REG_UNCERTAINTY_THRESH", "1e9", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "8",
+]
+
+
+@pytest.fixture(scope="module")
+def large_datasets(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("datasets"))
+    coco = write_coco_like(root, num_train=100, num_val=2, num_unlabeled=6)  # 1 % is one image
+    train_json = os.path.join(coco, "annotations", "instances_train2017.json")
+    for percent in (1, 5, 10):
+        write_split(train_json, percent, 1, out_dir=os.path.join(coco, "annotations", "semi_supervised"))
+    write_voc_like(root, num_2007_trainval=8, num_2007_test=2, num_2012_trainval=8)
+    return root
+
+
+def one_gpu_share(cfg):
+    if cfg.DATASETS.TRAIN_UNLABELED:
+        return ["SOLVER.IMS_PER_BATCH_LABELED", str(cfg.SOLVER.IMS_PER_BATCH_LABELED // GPUS),
+                "SOLVER.IMS_PER_BATCH_UNLABELED", str(cfg.SOLVER.IMS_PER_BATCH_UNLABELED // GPUS)]
+    return ["SOLVER.IMS_PER_BATCH", str(cfg.SOLVER.IMS_PER_BATCH // GPUS)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", CONFIGS)
+def test_shipped_config_trains_two_steps_at_its_own_size(config, large_datasets, tmp_path):
+    cfg = load_config(os.path.join(REPO, config))
+    opts = [*one_gpu_share(cfg), "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", "2",
+            "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()", "DATALOADER.NUM_WORKERS", "1",
+            "OUTPUT_DIR", str(tmp_path)]
+    if cfg.DATASETS.TRAIN_UNLABELED:
+        opts += [*LET_BOXES_THROUGH, "SEMI.VIS_PERIOD", "0", "SEMI.EVAL_MODELS", "()"]
+    run = subprocess.run(
+        [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", os.path.join(REPO, config), *opts],
+        cwd=REPO, capture_output=True, text=True, timeout=1800,
+        env={**os.environ, "DETECTRON2_DATASETS": large_datasets},
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    records = [json.loads(line) for line in open(tmp_path / "metrics.json")]
+    last = records[-1]
+    assert last["iteration"] == 1 and last["total_loss"] == last["total_loss"]  # reached step 2, not NaN
+    if cfg.DATASETS.TRAIN_UNLABELED:
+        assert last["semi/pseudo_boxes_cls"] > 0 and "unsup_loss_box_reg" in last
+    assert os.path.exists(tmp_path / "model_final.pth")

@@ -1,0 +1,90 @@
+#!/usr/bin/env python
+"""Rank unlabeled images by how unsure the model is about them: which to label next.
+
+    python tools/label_next.py --weights output/.../model_final.pth --config-file CONFIG \
+        --input datasets/my_unlabeled/ --output output/label_next [--top 100] [--which teacher]
+
+An image's uncertainty is the sum over the teacher's detections of the binary entropy of their
+scores (a 0.5 box counts 1, a 0.1 or 0.9 box 0.47, a sure one 0): images with the most doubtful
+objects come first. Writes ``OUTPUT/ranking.json`` (every image, most uncertain first, with its
+doubtful boxes), ``OUTPUT/label_next.txt`` (the top ``--top`` files, one a line) and
+``OUTPUT/label_next.png`` (a contact sheet of the top ``--sheet`` images, doubtful boxes drawn).
+``--input`` takes image files, folders, globs, COCO jsons or registered dataset names; an exported
+model (``tools/export_model.py``) needs no ``--config-file``.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+from detectron2.utils.visualizer import Visualizer
+
+from softteacher.annotation import ALL_DETECTIONS, UNCERTAIN_ENTROPY, rank_images, teacher_pseudo_labels
+from softteacher.export import EXPORTABLE
+from softteacher.inference import ImageReader, class_names, find_images, load_model
+from softteacher.visualization import save_png, tile, titled
+
+SHEET_SIDE = 320  # pixels of the longer side of each image on the contact sheet
+
+
+def contact_sheet(entries, reader, image_format, cols=4):
+    """The top images, each with its doubtful boxes (class and score) drawn, as one RGB picture."""
+    panels = []
+    for rank, entry in enumerate(entries, 1):
+        inputs = reader({"file_name": entry["file_name"]})
+        if inputs is None:
+            continue
+        image = inputs["original"]
+        rgb = image[..., ::-1] if image_format == "BGR" else image
+        visualizer = Visualizer(rgb, scale=SHEET_SIDE / max(rgb.shape[:2]))
+        boxes = entry["uncertain_boxes"]
+        picture = visualizer.overlay_instances(
+            boxes=np.array([b["bbox_xyxy"] for b in boxes]).reshape(-1, 4),
+            labels=[f"{b['class']} {b['score']:.2f}" for b in boxes],
+        ).get_image()
+        panels.append(titled(picture, f"#{rank}  u={entry['uncertainty']:.2f}  {os.path.basename(entry['file_name'])}"))
+    return tile(panels, cols=min(cols, max(len(panels), 1))) if panels else None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", required=True, help="a training checkpoint or an exported model")
+    parser.add_argument("--config-file", default=None)
+    parser.add_argument("--which", choices=EXPORTABLE, default="teacher")
+    parser.add_argument("--input", nargs="+", required=True)
+    parser.add_argument("--image-root", default=None, help="image folder of a COCO json input")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--top", type=int, default=100, help="how many files go to label_next.txt")
+    parser.add_argument("--sheet", type=int, default=16, help="how many images the contact sheet shows")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    args = parser.parse_args(argv)
+
+    cfg, model = load_model(args.weights, args.config_file, args.which, args.opts)
+    names = class_names(cfg)
+    records = find_images(args.input, args.image_root)
+    reader = ImageReader(cfg)
+    entries = rank_images(teacher_pseudo_labels(cfg, model, records, reader, min_score=ALL_DETECTIONS), names)
+
+    os.makedirs(args.output, exist_ok=True)
+    with open(os.path.join(args.output, "ranking.json"), "w") as f:
+        json.dump({
+            "measure": "sum over the teacher's detections of the binary entropy (bits) of the score",
+            "uncertain_box_entropy": UNCERTAIN_ENTROPY,
+            "weights": args.weights, "which": args.which,
+            "skipped": [{"file_name": name, "reason": why} for name, why in reader.skipped],
+            "images": entries,
+        }, f, indent=1)
+    with open(os.path.join(args.output, "label_next.txt"), "w") as f:
+        f.writelines(e["file_name"] + "\n" for e in entries[:args.top])
+    sheet = contact_sheet(entries[:args.sheet], ImageReader(cfg), cfg.INPUT.FORMAT)
+    if sheet is not None:
+        save_png(os.path.join(args.output, "label_next.png"), sheet)
+    print(f"{len(entries)} images ranked ({len(reader.skipped)} unreadable, skipped) -> "
+          f"{args.output}/ranking.json, label_next.txt, label_next.png", file=sys.stderr)
+    return entries
+
+
+if __name__ == "__main__":
+    main()
