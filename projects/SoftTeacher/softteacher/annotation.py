@@ -31,12 +31,14 @@ def binary_entropy(scores):
     return -(p * torch.log2(p) + (1 - p) * torch.log2(1 - p))
 
 
-def teacher_pseudo_labels(cfg, model, records, reader, min_score=None):
+def teacher_pseudo_labels(cfg, model, records, reader, min_score=None, seed=0):
     """Yield ``(record, inputs, detections)`` per readable image: the pseudo-labeller's
     ``Instances`` (boxes in original-image pixels, ``scores``, ``pred_classes``, ``keep_{branch}``
     and, with box jitter, ``uncertainty``), with detections above ``min_score`` (default
-    ``SEMI.PSEUDO_SCORE_THRESH``, as in training)."""
+    ``SEMI.PSEUDO_SCORE_THRESH``, as in training). Box jitter's noise is seeded with ``seed``:
+    the same images give the same uncertainties."""
     labeler = PseudoLabeler(cfg, model)
+    torch.manual_seed(seed)
     score_thresh = labeler.score_thresh
     if min_score is not None:
         labeler.score_thresh = min(min_score, score_thresh)
