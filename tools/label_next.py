@@ -22,8 +22,7 @@ import numpy as np
 from detectron2.utils.visualizer import Visualizer
 
 from softteacher.annotation import ALL_DETECTIONS, UNCERTAIN_ENTROPY, rank_images, teacher_pseudo_labels
-from softteacher.export import EXPORTABLE
-from softteacher.inference import ImageReader, class_names, find_images, load_model
+from softteacher.inference import ImageReader, add_model_and_input_arguments, class_names, find_images, load_model
 from softteacher.visualization import save_png, tile, titled
 
 SHEET_SIDE = 320  # pixels of the longer side of each image on the contact sheet
@@ -50,11 +49,7 @@ def contact_sheet(entries, reader, image_format, cols=4):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", required=True, help="a training checkpoint or an exported model")
-    parser.add_argument("--config-file", default=None)
-    parser.add_argument("--which", choices=EXPORTABLE, default="teacher")
-    parser.add_argument("--input", nargs="+", required=True)
-    parser.add_argument("--image-root", default=None, help="image folder of a COCO json input")
+    add_model_and_input_arguments(parser)
     parser.add_argument("--output", required=True)
     parser.add_argument("--top", type=int, default=100, help="how many files go to label_next.txt")
     parser.add_argument("--sheet", type=int, default=16, help="how many images the contact sheet shows")

@@ -24,18 +24,21 @@ from detectron2.data import Metadata
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils.visualizer import Visualizer
 
-from softteacher.export import EXPORTABLE
-from softteacher.inference import ImageReader, category_ids, class_names, find_images, load_model, progress
+from softteacher.inference import (
+    ImageReader,
+    add_model_and_input_arguments,
+    category_ids,
+    class_names,
+    find_images,
+    load_model,
+    progress,
+)
 from softteacher.visualization import save_png
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", required=True, help="a training checkpoint or an exported model")
-    parser.add_argument("--config-file", default=None)
-    parser.add_argument("--which", choices=EXPORTABLE, default="teacher")
-    parser.add_argument("--input", nargs="+", required=True)
-    parser.add_argument("--image-root", default=None, help="image folder of a COCO json input")
+    add_model_and_input_arguments(parser)
     parser.add_argument("--output", required=True, help="folder for the pictures and predictions.json")
     parser.add_argument("--confidence-threshold", type=float, default=0.5)
     parser.add_argument("--no-pictures", action="store_true", help="write predictions.json only")

@@ -17,17 +17,19 @@ import os
 import sys
 
 from softteacher.annotation import coco_pre_annotations, teacher_pseudo_labels
-from softteacher.export import EXPORTABLE
-from softteacher.inference import ImageReader, category_ids, class_names, find_images, load_model
+from softteacher.inference import (
+    ImageReader,
+    add_model_and_input_arguments,
+    category_ids,
+    class_names,
+    find_images,
+    load_model,
+)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", required=True, help="a training checkpoint or an exported model")
-    parser.add_argument("--config-file", default=None)
-    parser.add_argument("--which", choices=EXPORTABLE, default="teacher")
-    parser.add_argument("--input", nargs="+", required=True, help="images, folders, globs, COCO jsons, dataset names")
-    parser.add_argument("--image-root", default=None, help="image folder of a COCO json input")
+    add_model_and_input_arguments(parser)
     parser.add_argument("--output", required=True, help="the COCO json to write")
     parser.add_argument("--min-score", type=float, default=None,
                         help="also write boxes down to this score (default: SEMI.PSEUDO_SCORE_THRESH)")

@@ -25,6 +25,17 @@ from .export import EXPORTABLE, METADATA_FILE, load_checkpoint
 logger = logging.getLogger(__name__)
 
 
+def add_model_and_input_arguments(parser):
+    """The arguments the tools share: the model (``--weights``, ``--config-file``, ``--which``)
+    and the images (``--input``, ``--image-root``)."""
+    parser.add_argument("--weights", required=True, help="a training checkpoint or an exported model")
+    parser.add_argument("--config-file", default=None, help="the config it was trained with (not for exports)")
+    parser.add_argument("--which", choices=EXPORTABLE, default="teacher", help="of a training checkpoint")
+    parser.add_argument("--input", nargs="+", required=True,
+                        help="image files, folders, globs, COCO jsons or registered dataset names")
+    parser.add_argument("--image-root", default=None, help="image folder of a COCO json input")
+
+
 def load_model(weights, config_file=None, which="teacher", opts=()):
     """``(cfg, model)``: the model in eval mode with the weights of ``weights``.
 
