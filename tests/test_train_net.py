@@ -123,3 +123,24 @@ def test_exported_teacher_gives_vanilla_detectron2_the_logged_ap(tiny_semi, tmp_
     assert ap == pytest.approx(logged, abs=1e-6) or (math.isnan(ap) and math.isnan(logged))
     teacher_predictions = predictions(os.path.join(train_dir, "teacher"), "tiny_shapes_val")
     assert predictions(str(vanilla_dir), "tiny_shapes_val") == teacher_predictions
+
+
+def test_num_gpus_without_cuda_warns_that_it_runs_cpu_processes(capsys, monkeypatch):
+    monkeypatch.setattr(train_net.torch.cuda, "is_available", lambda: False)
+    train_net.warn_without_cuda(default_argument_parser().parse_args(["--num-gpus", "8"]))
+    assert "--num-gpus 8 runs 8 CPU processes" in capsys.readouterr().err
+    train_net.warn_without_cuda(default_argument_parser().parse_args(["--num-gpus", "1"]))
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("config,amp_after", [
+    (("COCO-Supervised", "supervised_R_50_FPN_10pct_180k.yaml"), False),  # AMPTrainer needs CUDA
+    (("COCO-SemiSupervised", "soft_teacher_R_50_FPN_10pct_180k.yaml"), True),  # bfloat16 on the CPU
+])
+def test_amp_configs_set_up_on_a_machine_without_cuda(config, amp_after, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_net.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(train_net, "validate_softteacher_config", lambda cfg: None)  # no COCO here
+    args = default_argument_parser().parse_args(
+        ["--config-file", config_path(*config), "MODEL.WEIGHTS", "", "OUTPUT_DIR", str(tmp_path)])
+    cfg = train_net.setup(args)
+    assert cfg.MODEL.DEVICE == "cpu" and cfg.SOLVER.AMP.ENABLED is amp_after
