@@ -90,9 +90,10 @@ def device_overrides(device):
     return ["MODEL.DEVICE", device, "MODEL.WEIGHTS", "", "DATALOADER.NUM_WORKERS", "2"]
 
 
-def supervised_steps(device, steps, warmup, amp):
-    """Seconds per step of the supervised twin (one GPU's share: 1 image a step)."""
-    cfg = load_config(os.path.join(REPO, SUPERVISED_CONFIG), [*device_overrides(device), "SOLVER.IMS_PER_BATCH", "1"])
+def supervised_steps(device, steps, warmup, amp, images):
+    """Seconds per step of the supervised twin with ``images`` a step (one GPU's share: 1)."""
+    cfg = load_config(os.path.join(REPO, SUPERVISED_CONFIG),
+                      [*device_overrides(device), "SOLVER.IMS_PER_BATCH", str(images)])
     model = build_model(cfg)
     batches = list(itertools.islice(build_detection_train_loader(cfg), warmup + steps))
     calibrate_frozen_batch_norms(model, batches[0])
@@ -111,8 +112,8 @@ def supervised_steps(device, steps, warmup, amp):
             optimizer.step()
             if i >= warmup:
                 times.append(clock.now() - start)
-    return {"step_s": round(sum(times) / len(times), 3), "images_per_step": 1,
-            "images_per_s": round(len(times) / sum(times), 3),
+    return {"step_s": round(sum(times) / len(times), 3), "images_per_step": images,
+            "images_per_s": round(images * len(times) / sum(times), 3),
             "peak_memory_mb": round(peak_memory_mb(torch.device(device)), 1)}
 
 
@@ -120,6 +121,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--labeled", type=int, default=1, help="labeled images a step (one GPU's share: 1)")
+    parser.add_argument("--unlabeled", type=int, default=4, help="unlabeled images a step (one GPU's share: 4)")
     parser.add_argument("--pseudo-boxes", type=int, default=8, help="the random teacher's detections per image")
     parser.add_argument("--num-train", type=int, default=40, help="generated train2017 images (10 %% labeled)")
     parser.add_argument("--amp", action="store_true", help="float16 on CUDA, bfloat16 on the CPU")
@@ -129,13 +132,13 @@ def main():
     torch.manual_seed(0)
     prepare_data(args.num_train)
     # the supervised twin first: on the CPU, peak memory is the process's maximum so far
-    supervised = supervised_steps(args.device, args.steps, args.warmup, args.amp)
+    supervised = supervised_steps(args.device, args.steps, args.warmup, args.amp, args.labeled)
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
 
     overrides = [
         *device_overrides(args.device),
-        "SOLVER.IMS_PER_BATCH_LABELED", "1", "SOLVER.IMS_PER_BATCH_UNLABELED", "4",
+        "SOLVER.IMS_PER_BATCH_LABELED", str(args.labeled), "SOLVER.IMS_PER_BATCH_UNLABELED", str(args.unlabeled),
         "SEMI.PSEUDO_SCORE_THRESH", "0.0", "SEMI.RPN_PSEUDO_THRESH", "0.0", "SEMI.CLS_PSEUDO_THRESH", "0.0",
         "SEMI.REG_UNCERTAINTY_THRESH", "1e9", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
         "TEST.DETECTIONS_PER_IMAGE", str(args.pseudo_boxes),
@@ -160,7 +163,7 @@ def main():
     result = {
         "config": SEMI_CONFIG,
         "supervised_config": SUPERVISED_CONFIG,
-        "per_gpu_batch": {"labeled": 1, "unlabeled": 4},
+        "per_gpu_batch": {"labeled": args.labeled, "unlabeled": args.unlabeled},
         "departures": {
             "weights": "random (no ImageNet file); frozen batch norms' statistics set from one batch "
                        f"({norms} layers)",
