@@ -19,7 +19,7 @@ from detectron2.utils.env import seed_all_rng
 from softteacher import load_config
 from softteacher.data import LabeledDatasetMapper, WeakStrongDatasetMapper
 from softteacher.data.augmentations import map_boxes
-from softteacher.visualization import PALETTE, draw_boxes, enlarge, save_png, tile, titled, to_rgb
+from softteacher.visualization import PALETTE, draw_boxes, save_png, tile, titled, to_rgb
 
 SCALE = 2
 
@@ -41,15 +41,12 @@ def render(cfg, num, seed):
         view = labeled_mapper(labeled[i % len(labeled)])
         pair = pair_mapper(unlabeled[i % len(unlabeled)])
 
-        def big(image):
-            return enlarge(image, SCALE)
-
-        cells.append(titled(labeled_boxes(view, big(to_rgb(view["image"], fmt))), "labeled view"))
+        cells.append(titled(labeled_boxes(view, to_rgb(view["image"], fmt)), "labeled view"))
         gt = pair.get("unlabeled_gt_instances")
         weak_boxes = gt.gt_boxes.tensor.numpy() if gt is not None else np.zeros((0, 4))
-        weak = big(to_rgb(pair["weak"]["image"], fmt))
+        weak = to_rgb(pair["weak"]["image"], fmt)
         cells.append(titled(draw_boxes(weak, weak_boxes, PALETTE[1], scale=SCALE), "weak view (teacher)"))
-        strong = big(to_rgb(pair["strong"]["image"], fmt))
+        strong = to_rgb(pair["strong"]["image"], fmt)
         h, w = pair["strong"]["image"].shape[1:]
         mapped = map_boxes(pair["weak_to_strong"], weak_boxes, h, w)
         cells.append(titled(draw_boxes(strong, mapped, PALETTE[0], scale=SCALE),

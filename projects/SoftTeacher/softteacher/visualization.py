@@ -1,7 +1,9 @@
-"""Drawing boxes on images and tiling pictures, for the PNGs people look at."""
+"""Drawing boxes on images (with detectron2's ``Visualizer``) and tiling pictures, for the PNGs
+people look at."""
 
 import cv2
 import numpy as np
+from detectron2.utils.visualizer import Visualizer
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
            (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 190)]
@@ -13,33 +15,23 @@ def to_rgb(image_chw, image_format):
     return np.ascontiguousarray(image[..., ::-1] if image_format == "BGR" else image)
 
 
-def enlarge(image, scale):
-    """Nearest-neighbour upscaling by an integer factor, so small images stay readable."""
-    return np.ascontiguousarray(np.kron(image, np.ones((scale, scale, 1), np.uint8)))
+def draw_boxes(image, boxes, color, labels=None, dashed=False, scale=1.0):
+    """``image`` (RGB) with XYXY ``boxes`` (in its pixels) drawn by detectron2's ``Visualizer``,
+    enlarged by ``scale``: outlines in ``color`` (RGB 0-255), dashed for ground truth, optional
+    labels at the top-left corners. Returns a new RGB array."""
+    return draw_box_layers(image, [(boxes, color, labels, dashed)], scale)
 
 
-def _dashed_line(image, p, q, color, thickness, dash=4):
-    length = max(abs(q[0] - p[0]), abs(q[1] - p[1]), 1)
-    for start in range(0, length, 2 * dash):
-        a, b = start / length, min(start + dash, length) / length
-        cv2.line(image, (round(p[0] + (q[0] - p[0]) * a), round(p[1] + (q[1] - p[1]) * a)),
-                 (round(p[0] + (q[0] - p[0]) * b), round(p[1] + (q[1] - p[1]) * b)), color, thickness)
-
-
-def draw_boxes(image, boxes, color, labels=None, dashed=False, scale=1.0, thickness=1):
-    """Draw XYXY ``boxes`` (in ``image`` pixels before ``scale``) on an RGB image, in place."""
-    for i, box in enumerate(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)):
-        x0, y0, x1, y1 = (int(round(v * scale)) for v in box)
-        if dashed:
-            corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
-            for p, q in zip(corners[:-1], corners[1:]):
-                _dashed_line(image, p, q, color, thickness)
-        else:
-            cv2.rectangle(image, (x0, y0), (x1, y1), color, thickness)
-        if labels is not None:
-            cv2.putText(image, str(labels[i]), (x0 + 1, max(y0 - 2, 8)), cv2.FONT_HERSHEY_PLAIN,
-                        0.8, color, 1, cv2.LINE_AA)
-    return image
+def draw_box_layers(image, layers, scale=1.0):
+    """Several ``(boxes, color, labels, dashed)`` layers drawn in order on one picture."""
+    visualizer = Visualizer(image, scale=scale)
+    for boxes, color, labels, dashed in layers:
+        edge = tuple(c / 255 for c in color)
+        for i, box in enumerate(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)):
+            visualizer.draw_box(box, alpha=1.0, edge_color=edge, line_style="--" if dashed else "-")
+            if labels is not None:
+                visualizer.draw_text(str(labels[i]), (box[0], box[1]), color=edge, horizontal_alignment="left")
+    return visualizer.output.get_image()
 
 
 def titled(image, title, height=16):

@@ -17,7 +17,7 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 
 from ..data import WeakStrongDatasetMapper
-from ..visualization import draw_boxes, enlarge, save_png, tile, titled, to_rgb
+from ..visualization import draw_box_layers, save_png, tile, titled, to_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -31,15 +31,13 @@ def draw_pseudo_labels(weak_views, detections, ground_truth, branches, class_nam
     and, when given, the ground truth dashed."""
     panels = []
     for view, det, gt in zip(weak_views, detections, ground_truth):
-        base = enlarge(to_rgb(view["image"], image_format), scale)
+        base = to_rgb(view["image"], image_format)
         for branch in branches:
-            image = base.copy()
-            if gt is not None:
-                draw_boxes(image, gt.gt_boxes.tensor.numpy(), GT_COLOR, dashed=True, scale=scale)
+            layers = [] if gt is None else [(gt.gt_boxes.tensor.numpy(), GT_COLOR, None, True)]
             kept = det[det.get(f"keep_{branch}")]
             labels = [f"{class_names[c]}:{s:.2f}" for c, s in zip(kept.pred_classes.tolist(), kept.scores.tolist())]
-            draw_boxes(image, kept.pred_boxes.tensor.numpy(), BRANCH_COLORS[branch], labels, scale=scale)
-            panels.append(titled(image, f"{BRANCH_TITLES[branch]}: {len(kept)} boxes"))
+            layers.append((kept.pred_boxes.tensor.numpy(), BRANCH_COLORS[branch], labels, False))
+            panels.append(titled(draw_box_layers(base, layers, scale), f"{BRANCH_TITLES[branch]}: {len(kept)} boxes"))
     return tile(panels, cols=len(branches))
 
 
