@@ -80,6 +80,10 @@ def test_predict_reads_an_exported_model_without_a_config(checkpoint, tmp_path):
                                 str(checkpoint / "my_images" / "val_0000*.jpg"), "--output", str(tmp_path / "out"),
                                 "--confidence-threshold", "0.05", "--no-pictures", "MODEL.DEVICE", "cpu"])
     assert predictions and {p["category_id"] for p in predictions} <= {3, 5, 7, 9, 11}
+    # the pseudo-labeller runs on a plain detectron2 model too (StandardROIHeads in its config)
+    coco = pseudo_label.main(["--weights", str(tmp_path / "exported"), "--input", str(checkpoint / "my_images"),
+                              "--output", str(tmp_path / "pre.json"), "--min-score", "0.05", "MODEL.DEVICE", "cpu"])
+    assert coco["annotations"] and {c["name"] for c in coco["categories"]} == {"a", "b", "c", "d", "e"}
 
 
 def labeller_reference(cfg, checkpoint, records):

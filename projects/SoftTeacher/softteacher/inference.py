@@ -60,6 +60,10 @@ def load_model(weights, config_file=None, which="teacher", opts=()):
     cfg = load_config(config_file, opts)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
+    if cfg.MODEL.ROI_HEADS.NAME == "StandardROIHeads":
+        # a plain detectron2 model (supervised, exported): the same weights, plus the box-head
+        # access the pseudo-labeller needs
+        cfg.MODEL.ROI_HEADS.NAME = "SoftTeacherROIHeads"
     register_custom_from_config(cfg)
     checkpoint = load_checkpoint(weights)
     key = "teacher" if which == "teacher" and "teacher" in checkpoint else "model"
