@@ -6,11 +6,15 @@ import re
 import sys
 
 import pytest
+import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser
+from detectron2.modeling import build_model
 
 from softteacher import load_config
 from softteacher.data import register_custom_from_config
+from softteacher.export import export_plain_model
+from softteacher.inference import category_ids, class_names
 
 from conftest import REPO, config_path, tiny_training_opts
 
@@ -89,12 +93,6 @@ def test_num_classes_that_differs_from_the_json_stops_at_start_naming_both_and_t
 
 def test_category_names_reach_metadata_predictions_and_the_exported_config(tiny_shapes, tmp_path):
     """A json with its own names and non-contiguous ids: names and ids survive to every output."""
-    import torch
-    from detectron2.modeling import build_model
-
-    from softteacher.export import export_plain_model
-    from softteacher.inference import category_ids, class_names
-
     ann = os.path.join(tiny_shapes, "annotations")
     renamed = {}
     for split in ("train", "val"):

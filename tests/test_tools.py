@@ -5,6 +5,7 @@ import os
 import shutil
 import sys
 
+import cv2
 import pytest
 import torch
 from detectron2.data import build_detection_test_loader
@@ -151,7 +152,5 @@ def test_label_next_ranks_by_summed_score_entropy_and_draws_a_contact_sheet(chec
     assert [e["file_name"] for e in ranking["images"]] == [e["file_name"] for e in entries]
     assert ranking["skipped"][0]["file_name"].endswith("broken.jpg")
     assert (tmp_path / "label_next.txt").read_text().split() == [e["file_name"] for e in entries[:3]]
-    import cv2
-
     sheet = cv2.imread(str(tmp_path / "label_next.png"))
     assert sheet is not None and sheet.shape[1] > 4 * label_next.SHEET_SIDE * 0.9  # 4 panels a row

@@ -1,18 +1,22 @@
 """The teacher-student step, checkpoints and AMP, on tiny data."""
 
 import math
+import pickle
 
+import numpy as np
+import pytest
 import torch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from softteacher import SoftTeacherTrainer
+from softteacher import SoftTeacherTrainer, load_config
+from softteacher.config import check_initial_weights
 from softteacher.data import build_labeled_unlabeled_loader
 from softteacher.data.augmentations import map_boxes
 from softteacher.engine import EMATeacherHook
 from softteacher.modeling import PseudoLabeler, jitter_reliability
 
-from conftest import EVERY_DETECTION_IS_A_PSEUDO_BOX, soft_teacher_cfg
+from conftest import EVERY_DETECTION_IS_A_PSEUDO_BOX, config_path, soft_teacher_cfg
 
 
 def one_batch(cfg):
@@ -182,10 +186,6 @@ def c2_name(key):
 
 
 def test_an_imagenet_pkl_loads_into_student_and_teacher_by_detectron2s_name_mapping(tiny_semi, tmp_path):
-    import pickle
-
-    import numpy as np
-
     # the COCO configs' backbone (R50, frozen batch norm), narrowed so that the file stays small
     cfg = soft_teacher_cfg(*tiny_semi, tmp_path / "out", **{
         "MODEL.BACKBONE.NAME": "build_resnet_fpn_backbone", "MODEL.RESNETS.DEPTH": "50",
@@ -217,12 +217,6 @@ def test_an_imagenet_pkl_loads_into_student_and_teacher_by_detectron2s_name_mapp
 
 
 def test_missing_initial_weights_stop_at_start_naming_the_path_and_where_to_get_them(tmp_path):
-    import pytest
-
-    from softteacher.config import check_initial_weights, load_config
-
-    from conftest import config_path
-
     cfg = load_config(config_path("COCO-SemiSupervised", "soft_teacher_R_50_FPN_10pct_180k.yaml"),
                       ["MODEL.WEIGHTS", str(tmp_path / "R-50.pkl"), "OUTPUT_DIR", str(tmp_path)])
     with pytest.raises(FileNotFoundError, match=r"R-50.pkl' does not exist.*ImageNetPretrained/MSRA/R-50.pkl"):
