@@ -4,10 +4,12 @@ import math
 
 import pytest
 import torch
+from detectron2.structures import Boxes, Instances
 from torch import nn
 
 from softteacher.engine import EMATeacherHook, ema_momentum, ema_update
 from softteacher.modeling import WeightedFastRCNNOutputLayers, jitter_boxes, jitter_reliability
+from softteacher.modeling.pseudo_labels import jitter_filter_iou
 
 
 def test_weighted_classification_loss_matches_a_hand_computation():
@@ -157,3 +159,21 @@ def test_unsupervised_weight_is_zero_in_burn_in_then_alpha_then_decays_linearly(
     assert [unsup_weight_at(cfg, i) for i in (0, 9, 10, 99)] == [0.0, 0.0, 4.0, 4.0]
     cfg.SEMI.UNSUP_WEIGHT_DECAY_ITERS = 20
     assert [unsup_weight_at(cfg, i) for i in (79, 80, 90, 99)] == [4.0, 4.0, 2.0, 0.2]
+
+
+def test_jitter_filter_iou_compares_passing_and_rejected_boxes_with_the_ground_truth():
+    det = Instances((50, 50))
+    det.pred_boxes = Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 5.0], [20.0, 20.0, 30.0, 30.0],
+                                         [0.0, 0.0, 10.0, 10.0]]))
+    det.pred_classes = torch.tensor([1, 1, 2, 0])
+    det.scores = torch.ones(4)
+    det.keep_reg = torch.tensor([True, False, True, False])
+    gt = Instances((50, 50))
+    gt.gt_boxes = Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0]]))
+    gt.gt_classes = torch.tensor([1])
+    # passing: IoU 1 (box 0) and 0 (box 2, no class-2 truth); rejected: IoU 0.5 (box 1) and 0 (box 3, wrong class)
+    stats = jitter_filter_iou([det], [gt])
+    assert stats == {"semi/jitter_iou_passing": 0.5, "semi/jitter_iou_rejected": 0.25}
+    empty = Instances((50, 50))
+    empty.gt_boxes, empty.gt_classes = Boxes(torch.zeros(0, 4)), torch.zeros(0, dtype=torch.long)
+    assert jitter_filter_iou([det], [empty]) == {"semi/jitter_iou_passing": 0.0, "semi/jitter_iou_rejected": 0.0}

@@ -240,6 +240,8 @@ class PseudoLabeler:
             if len(uncertainty):
                 stats["semi/jitter_pass_fraction"] = (uncertainty < self.reg_uncertainty_thresh).float().mean().item()
                 stats["semi/jitter_uncertainty_median"] = uncertainty.median().item()
+            if has_gt:
+                stats.update(jitter_filter_iou(detections, [u["unlabeled_gt_instances"] for u in unlabeled]))
         return stats
 
 
@@ -254,3 +256,25 @@ def pseudo_label_quality(detections, ground_truth, branch, iou_thresh=0.5):
             gt.gt_boxes.tensor.to(keep.device), gt.gt_classes.to(keep.device), iou_thresh,
         )
     return tuple(int(c) for c in counts)
+
+
+def jitter_filter_iou(detections, ground_truth):
+    """Mean IoU with the best same-class ground-truth box (0 when none) of the pseudo-boxes box
+    jitter passes for regression and of those it rejects: whether the filter keeps the boxes that
+    are better placed. Keys are left out when a group is empty."""
+    ious = {True: [], False: []}
+    for d, gt in zip(detections, ground_truth):
+        if len(d) == 0:
+            continue
+        gt_boxes = gt.gt_boxes.tensor.to(d.pred_boxes.tensor.device)
+        iou = pairwise_iou(d.pred_boxes, Boxes(gt_boxes)) if len(gt_boxes) else d.scores.new_zeros(len(d), 0)
+        same_class = d.pred_classes[:, None] == gt.gt_classes.to(d.pred_classes.device)[None, :]
+        best = (iou * same_class).max(dim=1).values if iou.shape[1] else d.scores.new_zeros(len(d))
+        for passed in (True, False):
+            ious[passed].append(best[d.keep_reg == passed])
+    out = {}
+    for passed, name in ((True, "passing"), (False, "rejected")):
+        values = torch.cat(ious[passed]) if ious[passed] else torch.zeros(0)
+        if len(values):
+            out[f"semi/jitter_iou_{name}"] = values.float().mean().item()
+    return out
