@@ -121,3 +121,18 @@ def test_category_names_reach_metadata_predictions_and_the_exported_config(tiny_
     assert open(config).readline().strip().endswith(", ".join(expected))
     with open(tmp_path / "exported" / "metadata.json") as f:
         assert json.load(f) == {"thing_classes": expected, "category_ids": [10, 20, 30, 40, 50]}
+
+
+def test_pseudo_label_pictures_name_classes_when_the_unlabeled_set_is_a_plain_folder(tiny_shapes, tmp_path):
+    from softteacher.engine.pseudo_label_pictures import PseudoLabelPicturesHook
+
+    cfg = custom_cfg(custom_opts(tiny_shapes, "mine_pictures", unlabeled_json=False) + [
+        "DATASETS.TRAIN_LABELED", "('mine_pictures_labeled',)",
+        "DATASETS.TRAIN_UNLABELED", "('mine_pictures_unlabeled',)",
+        "DATASETS.TEST", "()", "OUTPUT_DIR", str(tmp_path), "DATALOADER.NUM_WORKERS", "0",
+    ])
+    register_custom_from_config(cfg)
+    assert MetadataCatalog.get("mine_pictures_unlabeled").get("thing_classes") is None  # a folder names nothing
+    hook = PseudoLabelPicturesHook(cfg, pseudo_labeler=None, period=1, num_images=1)
+    hook.before_train()
+    assert hook.class_names == ["disk", "triangle", "rectangle", "star", "cross"]  # from the labeled json

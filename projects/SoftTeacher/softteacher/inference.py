@@ -18,7 +18,7 @@ from detectron2.modeling import build_model
 
 from .config import load_config
 from .data import register_custom_from_config
-from .data.datasets import IMAGE_EXTENSIONS
+from .data.datasets import IMAGE_EXTENSIONS, dataset_class_names, model_metadata
 from .data.image_reading import UNREADABLE, read_image_any_depth
 from .export import EXPORTABLE, METADATA_FILE, load_checkpoint
 
@@ -87,24 +87,11 @@ def _exported_metadata(cfg):
     return {}
 
 
-def dataset_metadata(cfg):
-    """The metadata of the first of the config's datasets (test, labeled, train) whose class
-    names fit the model, or None."""
-    for name in (*cfg.DATASETS.TEST, *cfg.DATASETS.TRAIN_LABELED, *cfg.DATASETS.TRAIN):
-        meta = MetadataCatalog.get(name)
-        if len(meta.get("thing_classes") or ()) == cfg.MODEL.ROI_HEADS.NUM_CLASSES:
-            return meta
-    return None
-
-
 def class_names(cfg):
     """The class names of a model: its exported ``metadata.json``, else its datasets' metadata,
     else the class indices."""
     exported = _exported_metadata(cfg)
-    if "thing_classes" in exported:
-        return exported["thing_classes"]
-    meta = dataset_metadata(cfg)
-    return list(meta.thing_classes) if meta else [str(i) for i in range(cfg.MODEL.ROI_HEADS.NUM_CLASSES)]
+    return exported["thing_classes"] if "thing_classes" in exported else dataset_class_names(cfg)
 
 
 def category_ids(cfg):
@@ -113,7 +100,7 @@ def category_ids(cfg):
     exported = _exported_metadata(cfg)
     if "category_ids" in exported:
         return dict(enumerate(exported["category_ids"]))
-    meta = dataset_metadata(cfg)
+    meta = model_metadata(cfg)
     mapping = meta.get("thing_dataset_id_to_contiguous_id") if meta else None
     if mapping:
         return {contiguous: dataset_id for dataset_id, contiguous in mapping.items()}

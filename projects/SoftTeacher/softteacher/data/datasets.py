@@ -102,6 +102,22 @@ def _register_splits(base_name, percents, folds, load, metadata):
                     MetadataCatalog.get(name).set(**metadata)
 
 
+def model_metadata(cfg):
+    """The metadata of the first of the config's datasets (test, labeled, unlabeled, train) that
+    names as many classes as the model has (``thing_classes``), or None."""
+    for name in (*cfg.DATASETS.TEST, *cfg.DATASETS.TRAIN_LABELED, *cfg.DATASETS.TRAIN_UNLABELED, *cfg.DATASETS.TRAIN):
+        meta = MetadataCatalog.get(name)
+        if len(meta.get("thing_classes") or ()) == cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+            return meta
+    return None
+
+
+def dataset_class_names(cfg):
+    """The model's class names from its datasets' metadata, else the class indices."""
+    meta = model_metadata(cfg)
+    return list(meta.thing_classes) if meta else [str(i) for i in range(cfg.MODEL.ROI_HEADS.NUM_CLASSES)]
+
+
 def drop_boxes_without_area(dataset_dicts, json_file):
     """Drop annotations whose box has zero or negative width or height (detectron2's transforms
     would turn a negative-width box into a valid one), logging how many."""

@@ -12,11 +12,12 @@ import logging
 import os
 
 import torch
-from detectron2.data import MetadataCatalog, get_detection_dataset_dicts
+from detectron2.data import get_detection_dataset_dicts
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
 from ..data import WeakStrongDatasetMapper
+from ..data.datasets import dataset_class_names
 from ..visualization import draw_box_layers, save_png, tile, titled, to_rgb
 
 logger = logging.getLogger(__name__)
@@ -57,8 +58,7 @@ class PseudoLabelPicturesHook(HookBase):
         mapper = WeakStrongDatasetMapper(self.cfg, is_train=True)
         views = (mapper(d) for d in dicts)  # None for an unreadable image: the next is drawn
         self.views = list(itertools.islice((v for v in views if v is not None), self.num_images)) or None
-        names = MetadataCatalog.get(self.cfg.DATASETS.TRAIN_UNLABELED[0]).get("thing_classes")
-        self.class_names = names or [str(i) for i in range(self.cfg.MODEL.ROI_HEADS.NUM_CLASSES)]
+        self.class_names = dataset_class_names(self.cfg)  # an unlabeled image folder has none of its own
         os.makedirs(self.output_dir, exist_ok=True)
 
     def after_step(self):
