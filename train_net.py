@@ -44,9 +44,7 @@ class Trainer(DefaultTrainer):
 
 
 def setup(args):
-    cfg = load_config(args.config_file, args.opts)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"  # detectron2 defaults to cuda; run where we are
+    cfg = load_config(args.config_file, args.opts)  # on the CPU when there is no CUDA
     if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu" and not cfg.DATASETS.TRAIN_UNLABELED:
         # detectron2's AMPTrainer (supervised runs) needs CUDA; Soft Teacher's step uses bfloat16
         logging.getLogger("softteacher").warning("SOLVER.AMP.ENABLED: no CUDA, supervised training runs in float32")

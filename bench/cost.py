@@ -205,8 +205,6 @@ def main():
                  "Soft Teacher checkpoint")
 
     cfg = load_config(args.config_file, args.opts)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
     cfg.DATALOADER.NUM_WORKERS = 0
     device = torch.device(cfg.MODEL.DEVICE)
     torch.manual_seed(0)

@@ -13,7 +13,6 @@ doubtful boxes), ``OUTPUT/label_next.txt`` (the top ``--top`` files, one a line)
 model (``tools/export_model.py``) needs no ``--config-file``.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -22,21 +21,20 @@ import numpy as np
 from detectron2.utils.visualizer import Visualizer
 
 from softteacher.annotation import ALL_DETECTIONS, UNCERTAIN_ENTROPY, rank_images, teacher_pseudo_labels
-from softteacher.inference import ImageReader, add_model_and_input_arguments, class_names, find_images, load_model
+from softteacher.inference import ImageReader, class_names, find_images, load_model, tool_parser
 from softteacher.visualization import save_png, tile, titled
 
 SHEET_SIDE = 320  # pixels of the longer side of each image on the contact sheet
 
 
-def contact_sheet(entries, reader, image_format, cols=4):
+def contact_sheet(entries, reader, cols=4):
     """The top images, each with its doubtful boxes (class and score) drawn, as one RGB picture."""
     panels = []
     for rank, entry in enumerate(entries, 1):
         inputs = reader({"file_name": entry["file_name"]})
         if inputs is None:
             continue
-        image = inputs["original"]
-        rgb = image[..., ::-1] if image_format == "BGR" else image
+        rgb = inputs["original"]
         visualizer = Visualizer(rgb, scale=SHEET_SIDE / max(rgb.shape[:2]))
         boxes = entry["uncertain_boxes"]
         picture = visualizer.overlay_instances(
@@ -48,12 +46,10 @@ def contact_sheet(entries, reader, image_format, cols=4):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_model_and_input_arguments(parser)
+    parser = tool_parser(__doc__)
     parser.add_argument("--output", required=True)
     parser.add_argument("--top", type=int, default=100, help="how many files go to label_next.txt")
     parser.add_argument("--sheet", type=int, default=16, help="how many images the contact sheet shows")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
 
     cfg, model = load_model(args.weights, args.config_file, args.which, args.opts)
@@ -73,7 +69,7 @@ def main(argv=None):
         }, f, indent=1)
     with open(os.path.join(args.output, "label_next.txt"), "w") as f:
         f.writelines(e["file_name"] + "\n" for e in entries[:args.top])
-    sheet = contact_sheet(entries[:args.sheet], ImageReader(cfg), cfg.INPUT.FORMAT)
+    sheet = contact_sheet(entries[:args.sheet], ImageReader(cfg))
     if sheet is not None:
         save_png(os.path.join(args.output, "label_next.png"), sheet)
     print(f"{len(entries)} images ranked ({len(reader.skipped)} unreadable, skipped) -> "

@@ -14,7 +14,6 @@ detectron2's ``Visualizer``) and ``OUTPUT/predictions.json`` (COCO results: ``im
 images are skipped and named.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -26,23 +25,21 @@ from detectron2.utils.visualizer import Visualizer
 
 from softteacher.inference import (
     ImageReader,
-    add_model_and_input_arguments,
     category_ids,
     class_names,
     find_images,
     load_model,
     progress,
+    tool_parser,
 )
 from softteacher.visualization import save_png
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_model_and_input_arguments(parser)
+    parser = tool_parser(__doc__)
     parser.add_argument("--output", required=True, help="folder for the pictures and predictions.json")
     parser.add_argument("--confidence-threshold", type=float, default=0.5)
     parser.add_argument("--no-pictures", action="store_true", help="write predictions.json only")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
 
     opts = [*args.opts, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(args.confidence_threshold)]
@@ -61,9 +58,7 @@ def main(argv=None):
         for p in instances_to_coco_json(instances, record["image_id"]):
             predictions.append({**p, "file_name": record["rel_name"], "category_id": ids[p["category_id"]]})
         if not args.no_pictures:
-            image = inputs["original"]
-            rgb = image[..., ::-1] if cfg.INPUT.FORMAT == "BGR" else image
-            drawn = Visualizer(rgb, metadata).draw_instance_predictions(instances).get_image()
+            drawn = Visualizer(inputs["original"], metadata).draw_instance_predictions(instances).get_image()
             path = os.path.join(args.output, os.path.splitext(record["rel_name"])[0] + ".png")
             os.makedirs(os.path.dirname(path), exist_ok=True)
             save_png(path, drawn)

@@ -11,7 +11,6 @@ input folder (or the json's), so CVAT and Label Studio (COCO import) find the im
 ``SEMI.PSEUDO_SCORE_THRESH`` are written, as training uses them; ``--min-score`` writes more.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -19,21 +18,19 @@ import sys
 from softteacher.annotation import coco_pre_annotations, teacher_pseudo_labels
 from softteacher.inference import (
     ImageReader,
-    add_model_and_input_arguments,
     category_ids,
     class_names,
     find_images,
     load_model,
+    tool_parser,
 )
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_model_and_input_arguments(parser)
+    parser = tool_parser(__doc__)
     parser.add_argument("--output", required=True, help="the COCO json to write")
     parser.add_argument("--min-score", type=float, default=None,
                         help="also write boxes down to this score (default: SEMI.PSEUDO_SCORE_THRESH)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
 
     cfg, model = load_model(args.weights, args.config_file, args.which, args.opts)

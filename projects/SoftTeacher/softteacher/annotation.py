@@ -11,8 +11,6 @@ adds almost nothing, a coin-flip box adds most, and an image with several doubtf
 above an image with one: labeling it gives the most boxes the model could not have given itself.
 """
 
-import math
-
 import torch
 
 from .inference import progress
@@ -51,8 +49,7 @@ def teacher_pseudo_labels(cfg, model, records, reader, min_score=None, seed=0):
         if d.has("keep_reg"):  # training never regresses to a box under the pseudo-label cut
             d.keep_reg = d.keep_reg & (d.scores > score_thresh)
         resized_h, resized_w = inputs["image"].shape[1:]
-        scale = torch.tensor([inputs["width"] / resized_w, inputs["height"] / resized_h] * 2)
-        d.pred_boxes.tensor = d.pred_boxes.tensor * scale
+        d.pred_boxes.scale(inputs["width"] / resized_w, inputs["height"] / resized_h)
         yield record, inputs, d
 
 
@@ -106,7 +103,7 @@ def rank_images(results, class_names):
         ]
         entries.append({
             "image_id": record["image_id"], "file_name": record["file_name"],
-            "uncertainty": round(total, 4) if math.isfinite(total) else total,
+            "uncertainty": round(total, 4),
             "detections": len(d), "uncertain_boxes": uncertain,
         })
     entries.sort(key=lambda e: (-e["uncertainty"], e["file_name"]))

@@ -6,6 +6,9 @@ ssod/models/soft_teacher.py for how they are used); projects/SoftTeacher/README.
 with its source.
 """
 
+import os
+
+import torch
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
@@ -75,11 +78,14 @@ def add_softteacher_config(cfg):
 
 
 def load_config(config_file, opts=()):
-    """detectron2's config with the project's keys, merged from a file and KEY VALUE overrides."""
+    """detectron2's config with the project's keys, merged from a file and KEY VALUE overrides.
+    MODEL.DEVICE "cuda" (detectron2's default) becomes "cpu" on a machine without CUDA."""
     cfg = get_cfg()
     add_softteacher_config(cfg)
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
     return cfg
 
 
@@ -126,8 +132,6 @@ def check_initial_weights(cfg, resume=False):
     """Stop at start when MODEL.WEIGHTS will be loaded but cannot be: a missing local file, or a
     URL that cannot be fetched (no internet), naming the path and how to get the file. Not
     checked when ``resume`` finds a checkpoint in OUTPUT_DIR (MODEL.WEIGHTS is then not read)."""
-    import os
-
     from detectron2.utils.file_io import PathManager
 
     path = cfg.MODEL.WEIGHTS

@@ -6,6 +6,7 @@ a training checkpoint (its teacher or student) or a model written by ``tools/exp
 or a registered dataset name; an image that cannot be read is skipped and named, never a crash.
 """
 
+import argparse
 import glob
 import json
 import logging
@@ -13,27 +14,33 @@ import os
 
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
 from .config import load_config
 from .data import register_custom_from_config
-from .data.datasets import IMAGE_EXTENSIONS, dataset_class_names, model_metadata
+from .data.datasets import dataset_class_names, load_image_folder, model_metadata
 from .data.image_reading import UNREADABLE, read_image_any_depth
-from .export import EXPORTABLE, METADATA_FILE, load_checkpoint
+from .data.splits import load_coco_dict
+from .engine import SoftTeacherTrainer
+from .export import EXPORTABLE, METADATA_FILE
 
 logger = logging.getLogger(__name__)
 
 
-def add_model_and_input_arguments(parser):
-    """The arguments the tools share: the model (``--weights``, ``--config-file``, ``--which``)
-    and the images (``--input``, ``--image-root``)."""
+def tool_parser(doc):
+    """The command line the tools share: the model (``--weights``, ``--config-file``, ``--which``),
+    the images (``--input``, ``--image-root``) and trailing KEY VALUE config overrides."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--weights", required=True, help="a training checkpoint or an exported model")
     parser.add_argument("--config-file", default=None, help="the config it was trained with (not for exports)")
     parser.add_argument("--which", choices=EXPORTABLE, default="teacher", help="of a training checkpoint")
     parser.add_argument("--input", nargs="+", required=True,
                         help="image files, folders, globs, COCO jsons or registered dataset names")
     parser.add_argument("--image-root", default=None, help="image folder of a COCO json input")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    return parser
 
 
 def load_model(weights, config_file=None, which="teacher", opts=()):
@@ -58,24 +65,16 @@ def load_model(weights, config_file=None, which="teacher", opts=()):
             )
         config_file = exported_config
     cfg = load_config(config_file, opts)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = weights
     if cfg.MODEL.ROI_HEADS.NAME == "StandardROIHeads":
         # a plain detectron2 model (supervised, exported): the same weights, plus the box-head
         # access the pseudo-labeller needs
         cfg.MODEL.ROI_HEADS.NAME = "SoftTeacherROIHeads"
-    register_custom_from_config(cfg)
-    checkpoint = load_checkpoint(weights)
-    key = "teacher" if which == "teacher" and "teacher" in checkpoint else "model"
-    if key not in checkpoint:
-        raise KeyError(f"{weights}: no 'model' or 'teacher' weights (keys: {sorted(checkpoint)})")
-    model = build_model(cfg)
-    model.load_state_dict(checkpoint[key])
-    model.eval()
-    logger.info("Loaded the %s weights of %s", "teacher" if key == "teacher" else "model", weights)
-    cfg.defrost()
-    cfg.MODEL.WEIGHTS = weights
     cfg.freeze()
+    register_custom_from_config(cfg)
+    model = build_model(cfg)
+    SoftTeacherTrainer.load_for_evaluation(cfg, model, which=which)
+    model.eval()
     return cfg, model
 
 
@@ -122,17 +121,11 @@ def find_images(inputs, image_root=None):
                                 os.path.relpath(d["file_name"], root) if root else os.path.basename(d["file_name"]))
                         for d in DatasetCatalog.get(item)]
         elif item.endswith(".json") and os.path.isfile(item):
-            with open(item) as f:
-                coco = json.load(f)
             root = image_root or os.path.dirname(os.path.abspath(item))
             records += [_record(os.path.join(root, im["file_name"]), im["id"], im["file_name"])
-                        for im in coco["images"]]
+                        for im in load_coco_dict(item)["images"]]
         elif os.path.isdir(item):
-            files = sorted(
-                os.path.join(d, f) for d, _, names in os.walk(item) for f in names
-                if f.lower().endswith(IMAGE_EXTENSIONS)
-            )
-            records += [_record(f, None, os.path.relpath(f, item)) for f in files]
+            records += [_record(d["file_name"], None, d["image_id"]) for d in load_image_folder(item)]
         else:
             files = sorted(glob.glob(item)) if glob.has_magic(item) else [item]
             if not files:
@@ -156,12 +149,12 @@ class ImageReader:
 
     def __init__(self, cfg):
         self.image_format = cfg.INPUT.FORMAT
-        self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+        self.resize = T.AugmentationList(utils.build_augmentation(cfg, is_train=False))  # the evaluator's
         self.skipped = []
 
     def __call__(self, record):
-        """The model input of ``record`` (as detectron2's test-time ``DatasetMapper`` makes it),
-        or None when the file cannot be read."""
+        """The model input of ``record`` (as detectron2's test-time ``DatasetMapper`` makes it), with
+        the image as read (``original``, RGB), or None when the file cannot be read."""
         try:
             image = read_image_any_depth(record["file_name"], self.image_format)
         except UNREADABLE as e:
@@ -169,9 +162,11 @@ class ImageReader:
             logger.warning("Skipped image %s: %s", record["file_name"], e)
             return None
         height, width = image.shape[:2]
-        resized = self.resize.get_transform(image).apply_image(image)
-        tensor = torch.as_tensor(resized.transpose(2, 0, 1).copy())
-        return {"image": tensor, "height": height, "width": width, "original": image}
+        resized = T.AugInput(image)
+        self.resize(resized)
+        tensor = torch.as_tensor(resized.image.transpose(2, 0, 1).copy())
+        original = utils.convert_image_to_rgb(image, self.image_format)
+        return {"image": tensor, "height": height, "width": width, "original": original}
 
 
 def progress(records, desc):

@@ -224,11 +224,11 @@ class SoftTeacherTrainer(DefaultTrainer):
         return results
 
     @classmethod
-    def load_for_evaluation(cls, cfg, model, resume=False):
-        """Load the weights ``--eval-only`` evaluates into ``model``: the checkpoint's teacher when
-        SEMI.EVAL_MODELS[0] is "teacher" and it has one, else its model (the student, or a plain
-        detectron2 checkpoint)."""
-        which = cfg.SEMI.EVAL_MODELS[0]
+    def load_for_evaluation(cls, cfg, model, resume=False, which=None):
+        """Load the weights of MODEL.WEIGHTS that ``--eval-only`` evaluates (or the tools run) into
+        ``model``: the checkpoint's teacher when ``which`` (default SEMI.EVAL_MODELS[0]) is
+        "teacher" and it has one, else its model (the student, or a plain detectron2 checkpoint)."""
+        which = which or cfg.SEMI.EVAL_MODELS[0]
         extra = {"teacher": _LoadInto(model)} if which == "teacher" else {}
         checkpointer = SafeCheckpointer(model, save_dir=cfg.OUTPUT_DIR, **extra)
         path = cfg.MODEL.WEIGHTS
