@@ -13,6 +13,7 @@ import logging
 import sys
 
 import torch
+from detectron2.data import build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
@@ -20,7 +21,7 @@ from detectron2.utils.logger import setup_logger
 
 from softteacher import SoftTeacherTrainer, load_config
 from softteacher.config import check_initial_weights, validate_softteacher_config
-from softteacher.data import register_custom_from_config
+from softteacher.data import LabeledDatasetMapper, register_custom_from_config
 from softteacher.engine.checkpoint import SafeCheckpointer
 from softteacher.engine.cpu_ddp import cpu_ddp_support
 from softteacher.engine.evaluation import build_detection_evaluator
@@ -28,11 +29,17 @@ from softteacher.engine.training_curves import TrainingCurvesHook
 
 
 class Trainer(DefaultTrainer):
-    """Supervised training (configs without DATASETS.TRAIN_UNLABELED)."""
+    """Supervised training (configs without DATASETS.TRAIN_UNLABELED), with the labeled images
+    augmented as Soft Teacher's labeled stream (INPUT.LABELED_COLOR_AUG), so the two compare
+    like for like."""
 
     def __init__(self, cfg):
         with cpu_ddp_support(cfg):
             super().__init__(cfg)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=LabeledDatasetMapper(cfg, is_train=True))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -34,6 +34,21 @@ def add_softteacher_config(cfg):
     # decay UNSUP_WEIGHT linearly to 0 over the last this many iterations (the paper; not in the
     # original code); 0: off
     cfg.SEMI.UNSUP_WEIGHT_DECAY_ITERS = 0
+    # Opt-in, beyond the paper (the published fixed thresholds above stay the default):
+    # per-class RPN and classification thresholds = the mean of the high component of a
+    # two-Gaussian mixture of the class's last WINDOW teacher scores (Consistent-Teacher's policy),
+    # clamped to RANGE; a class keeps CLS_PSEUDO_THRESH until it has MIN_SCORES scores
+    cfg.SEMI.ADAPTIVE_SCORE_THRESH = CN()
+    cfg.SEMI.ADAPTIVE_SCORE_THRESH.ENABLED = False
+    cfg.SEMI.ADAPTIVE_SCORE_THRESH.WINDOW = 1000
+    cfg.SEMI.ADAPTIVE_SCORE_THRESH.MIN_SCORES = 100
+    cfg.SEMI.ADAPTIVE_SCORE_THRESH.RANGE = (0.5, 0.9)
+    # box jitter's threshold = the PASS_FRACTION quantile of the last WINDOW pseudo-boxes'
+    # reliabilities, instead of REG_UNCERTAINTY_THRESH
+    cfg.SEMI.ADAPTIVE_REG_THRESH = CN()
+    cfg.SEMI.ADAPTIVE_REG_THRESH.ENABLED = False
+    cfg.SEMI.ADAPTIVE_REG_THRESH.PASS_FRACTION = 0.5
+    cfg.SEMI.ADAPTIVE_REG_THRESH.WINDOW = 2000
     # the two ideas of the paper, each can be switched off for ablations
     cfg.SEMI.SOFT_BG_WEIGHT = True
     cfg.SEMI.BOX_JITTER = True
@@ -106,6 +121,18 @@ def validate_softteacher_config(cfg):
         _check(0.0 <= semi[key] <= 1.0, f"SEMI.{key}", semi[key], "a score threshold in [0, 1]")
     _check(semi.REG_UNCERTAINTY_THRESH >= 0, "SEMI.REG_UNCERTAINTY_THRESH", semi.REG_UNCERTAINTY_THRESH,
            "a non-negative jitter uncertainty")
+    adaptive_score, adaptive_reg = semi.ADAPTIVE_SCORE_THRESH, semi.ADAPTIVE_REG_THRESH
+    low_high = tuple(adaptive_score.RANGE)
+    _check(len(low_high) == 2 and 0.0 <= low_high[0] <= low_high[1] <= 1.0, "SEMI.ADAPTIVE_SCORE_THRESH.RANGE",
+           adaptive_score.RANGE, "(low, high) with 0 <= low <= high <= 1")
+    _check(0.0 < adaptive_reg.PASS_FRACTION <= 1.0, "SEMI.ADAPTIVE_REG_THRESH.PASS_FRACTION",
+           adaptive_reg.PASS_FRACTION, "a fraction in (0, 1]")
+    for key, value in (("ADAPTIVE_SCORE_THRESH.WINDOW", adaptive_score.WINDOW),
+                       ("ADAPTIVE_SCORE_THRESH.MIN_SCORES", adaptive_score.MIN_SCORES),
+                       ("ADAPTIVE_REG_THRESH.WINDOW", adaptive_reg.WINDOW)):
+        _check(value >= 1, f"SEMI.{key}", value, "a positive number of scores")
+    _check(adaptive_score.MIN_SCORES <= adaptive_score.WINDOW, "SEMI.ADAPTIVE_SCORE_THRESH.MIN_SCORES",
+           adaptive_score.MIN_SCORES, f"at most WINDOW ({adaptive_score.WINDOW})")
     _check(semi.UNSUP_WEIGHT >= 0, "SEMI.UNSUP_WEIGHT", semi.UNSUP_WEIGHT, "a non-negative alpha")
     _check(0.0 < semi.EMA_MOMENTUM < 1.0, "SEMI.EMA_MOMENTUM", semi.EMA_MOMENTUM, "a momentum in (0, 1)")
     _check(semi.JITTER_TIMES >= 2, "SEMI.JITTER_TIMES", semi.JITTER_TIMES, "at least 2 jittered copies (a std)")

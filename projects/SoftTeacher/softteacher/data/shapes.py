@@ -211,23 +211,25 @@ def render_image(seed, split, index):
 
 
 def _render_and_write(job):
-    seed, split, index, path = job
-    image, annotations = render_image(seed, split, index)
+    render, seed, split, index, path = job
+    image, annotations = render(seed, split, index)
     cv2.imwrite(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
     return image.shape[:2], annotations
 
 
-def coco_categories():
-    return [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASSES)]
+def coco_categories(class_names=CLASSES, supercategory="shape"):
+    return [{"id": i + 1, "name": name, "supercategory": supercategory} for i, name in enumerate(class_names)]
 
 
-def generate_split(root, split, num_images, seed=DEFAULT_SEED, workers=2):
-    """Write ``num_images`` images of ``split`` and their COCO json; returns the json path."""
+def generate_split(root, split, num_images, seed=DEFAULT_SEED, workers=2, render=render_image,
+                   class_names=CLASSES, supercategory="shape", description="soft teacher embedded shapes"):
+    """Write ``num_images`` images of ``split`` drawn by ``render(seed, split, index)`` and their
+    COCO json (categories ``class_names``, ids from 1); returns the json path."""
     image_dir = os.path.join(root, split)
     os.makedirs(image_dir, exist_ok=True)
     os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
     names = [f"{split}_{i:05d}.jpg" for i in range(num_images)]
-    jobs = [(seed, split, i, os.path.join(image_dir, n)) for i, n in enumerate(names)]
+    jobs = [(render, seed, split, i, os.path.join(image_dir, n)) for i, n in enumerate(names)]
     if workers > 1:
         with Pool(workers) as pool:
             results = pool.map(_render_and_write, jobs, chunksize=32)
@@ -249,10 +251,10 @@ def generate_split(root, split, num_images, seed=DEFAULT_SEED, workers=2):
                 }
             )
     coco = {
-        "info": {"description": f"soft teacher embedded shapes, split {split}, seed {seed}"},
+        "info": {"description": f"{description}, split {split}, seed {seed}"},
         "images": images,
         "annotations": annotations,
-        "categories": coco_categories(),
+        "categories": coco_categories(class_names, supercategory),
     }
     json_path = os.path.join(root, "annotations", f"instances_{split}.json")
     tmp = f"{json_path}.{os.getpid()}.tmp"

@@ -170,6 +170,8 @@ class SoftTeacherTrainer(DefaultTrainer):
             self.pseudo_labeler, cfg, amp=cfg.SOLVER.AMP.ENABLED,
         )
         self.checkpointer.add_checkpointable("teacher", self.teacher)
+        if self.pseudo_labeler.state_dict():  # adaptive thresholds: their windows resume too
+            self.checkpointer.add_checkpointable("pseudo_labeler", self.pseudo_labeler)
 
     @classmethod
     def build_teacher(cls, cfg):

@@ -10,6 +10,9 @@ branch of the student's loss:
 | ROI classification (soft teacher) | score > ``CLS_PSEUDO_THRESH`` |
 | ROI box regression (box jitter) | jitter reliability < ``REG_UNCERTAINTY_THRESH`` |
 
+Opt-in (``SEMI.ADAPTIVE_SCORE_THRESH``, ``SEMI.ADAPTIVE_REG_THRESH``): per-class score thresholds
+and a reliability threshold that follow the teacher (:mod:`.adaptive_thresholds`).
+
 Boxes are mapped into the strong view with each image's recorded weak -> strong matrix. The
 teacher's features stay cached for the step, so that the student's sampled boxes can be mapped
 back and scored for their background probability without another backbone pass.
@@ -25,6 +28,7 @@ from detectron2.layers import cat
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
 from ..data.augmentations import map_boxes
+from .adaptive_thresholds import ReliabilityQuantileThreshold, ScoreMixtureThresholds
 from .box_jitter import jitter_reliability
 
 BRANCHES = ("rpn", "cls", "reg")
@@ -108,7 +112,18 @@ class PseudoLabeler:
         jitter_times,
         jitter_scale,
         box_jitter=True,
+        score_thresholds=None,
+        reliability_threshold=None,
+        class_names=None,
     ):
+        """
+        Args:
+            score_thresholds: a :class:`ScoreMixtureThresholds` whose per-class thresholds replace
+                ``rpn_thresh`` and ``cls_thresh`` (None: the fixed ones).
+            reliability_threshold: a :class:`ReliabilityQuantileThreshold` replacing
+                ``reg_uncertainty_thresh`` (None: the fixed one).
+            Both adapt only on training steps (``__call__``), not when ``label`` is called alone.
+        """
         self.teacher = teacher
         self.score_thresh = score_thresh
         self.thresholds = {"rpn": rpn_thresh, "cls": cls_thresh}
@@ -116,10 +131,16 @@ class PseudoLabeler:
         self.jitter_times = jitter_times
         self.jitter_scale = jitter_scale
         self.box_jitter = box_jitter
+        self.score_thresholds = score_thresholds
+        self.reliability_threshold = reliability_threshold
+        self.class_names = class_names
 
     @classmethod
     def from_config(cls, cfg, teacher):
+        from ..data.datasets import dataset_class_names
+
         semi = cfg.SEMI
+        adaptive_score, adaptive_reg = semi.ADAPTIVE_SCORE_THRESH, semi.ADAPTIVE_REG_THRESH
         return {
             "teacher": teacher,
             "score_thresh": semi.PSEUDO_SCORE_THRESH,
@@ -129,42 +150,85 @@ class PseudoLabeler:
             "jitter_times": semi.JITTER_TIMES,
             "jitter_scale": semi.JITTER_SCALE,
             "box_jitter": semi.BOX_JITTER,
+            "score_thresholds": ScoreMixtureThresholds(
+                cfg.MODEL.ROI_HEADS.NUM_CLASSES, semi.CLS_PSEUDO_THRESH, adaptive_score.WINDOW,
+                adaptive_score.MIN_SCORES, adaptive_score.RANGE,
+            ) if adaptive_score.ENABLED else None,
+            "reliability_threshold": ReliabilityQuantileThreshold(
+                adaptive_reg.PASS_FRACTION, adaptive_reg.WINDOW
+            ) if adaptive_reg.ENABLED and semi.BOX_JITTER else None,
+            "class_names": dataset_class_names(cfg),
         }
 
     @torch.no_grad()
-    def detect(self, weak_inputs):
-        """Teacher detections above the score threshold (weak-view coordinates), and its head."""
+    def teacher_detections(self, weak_inputs):
+        """Every teacher detection (test-time score threshold, weak-view coordinates), and its
+        head on these views' features."""
         teacher = self.teacher
         images = teacher.preprocess_image(weak_inputs)
         features = teacher.backbone(images.tensor)
         with train_time_proposals(teacher.proposal_generator):
             proposals, _ = teacher.proposal_generator(images, features, None)
         detections, _ = teacher.roi_heads(images, features, proposals)
-        detections = [d[d.scores > self.score_thresh] for d in detections]
         return detections, TeacherBoxHead(teacher.roi_heads, features, images.image_sizes)
 
     @torch.no_grad()
-    def label(self, weak_inputs):
+    def detect(self, weak_inputs):
+        """Teacher detections above the score threshold (weak-view coordinates), and its head."""
+        detections, head = self.teacher_detections(weak_inputs)
+        return [d[d.scores > self.score_thresh] for d in detections], head
+
+    @property
+    def reg_threshold(self):
+        """The reliability under which a pseudo-box trains box regression."""
+        if self.reliability_threshold is not None:
+            return self.reliability_threshold.threshold
+        return self.reg_uncertainty_thresh
+
+    @torch.no_grad()
+    def label(self, weak_inputs, adapt=False):
         """The teacher's pseudo-boxes of weak views, in weak-view coordinates.
 
+        Args:
+            adapt: first update the adaptive thresholds (if any) with this batch (training steps).
         Returns:
             per image, ``Instances`` with ``pred_boxes``, ``pred_classes``, ``scores`` and a
             boolean ``keep_{branch}`` per loss branch (and ``uncertainty`` with box jitter);
             and the teacher's box head on these views' features.
         """
-        detections, head = self.detect(weak_inputs)
+        detections, head = self.teacher_detections(weak_inputs)
+        if adapt and self.score_thresholds is not None:
+            self.score_thresholds.update(cat([d.scores for d in detections]), cat([d.pred_classes for d in detections]))
+        detections = [d[d.scores > self.score_thresh] for d in detections]
         for d in detections:
             for branch, thresh in self.thresholds.items():
+                if self.score_thresholds is not None:
+                    thresh = self.score_thresholds.thresholds.to(d.scores.device)[d.pred_classes]
                 d.set(f"keep_{branch}", d.scores > thresh)
         if self.box_jitter:
             uncertainty = jitter_reliability(
                 head.refine, [d.pred_boxes.tensor for d in detections],
                 [d.pred_classes for d in detections], self.jitter_times, self.jitter_scale,
             )
+            if adapt and self.reliability_threshold is not None:
+                self.reliability_threshold.update(cat(uncertainty))
             for d, u in zip(detections, uncertainty):
                 d.uncertainty = u
-                d.keep_reg = u < self.reg_uncertainty_thresh
+                d.keep_reg = u < self.reg_threshold
         return detections, head
+
+    def state_dict(self):
+        """The adaptive thresholds' state (saved in checkpoints as "pseudo_labeler")."""
+        return {name: part.state_dict() for name, part in self._adaptive_parts().items()}
+
+    def load_state_dict(self, state):
+        for name, part in self._adaptive_parts().items():
+            if name in state:
+                part.load_state_dict(state[name])
+
+    def _adaptive_parts(self):
+        parts = {"score_thresholds": self.score_thresholds, "reliability_threshold": self.reliability_threshold}
+        return {name: part for name, part in parts.items() if part is not None}
 
     @property
     def branches(self):
@@ -178,7 +242,7 @@ class PseudoLabeler:
         Returns:
             (inputs for ``SemiSupervisedRCNN(..., unlabeled=inputs)``, dict of scalars to log)
         """
-        detections, head = self.label([u["weak"] for u in unlabeled])
+        detections, head = self.label([u["weak"] for u in unlabeled], adapt=True)
         boxes = cat([d.pred_boxes.tensor for d in detections])
         counts = [len(d) for d in detections]
         image_index = _image_index(counts, boxes.device)
@@ -221,6 +285,9 @@ class PseudoLabeler:
 
     def _statistics(self, unlabeled, detections):
         stats = {}
+        if self.score_thresholds is not None:
+            for name, thresh in zip(self.class_names, self.score_thresholds.thresholds.tolist()):
+                stats[f"semi/score_thresh/{name}"] = thresh
         num_images = max(len(unlabeled), 1)
         has_gt = all("unlabeled_gt_instances" in u for u in unlabeled)
         for branch in self.branches:
@@ -238,8 +305,10 @@ class PseudoLabeler:
         if self.box_jitter:
             uncertainty = cat([d.uncertainty for d in detections])
             if len(uncertainty):
-                stats["semi/jitter_pass_fraction"] = (uncertainty < self.reg_uncertainty_thresh).float().mean().item()
+                stats["semi/jitter_pass_fraction"] = (uncertainty < self.reg_threshold).float().mean().item()
                 stats["semi/jitter_uncertainty_median"] = uncertainty.median().item()
+            if self.reliability_threshold is not None:
+                stats["semi/reg_uncertainty_thresh"] = self.reg_threshold
             if has_gt:
                 stats.update(jitter_filter_iou(detections, [u["unlabeled_gt_instances"] for u in unlabeled]))
         return stats

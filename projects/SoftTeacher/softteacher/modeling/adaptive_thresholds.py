@@ -1,0 +1,140 @@
+"""Pseudo-label thresholds that follow the teacher during training (opt-in; not in the paper).
+
+- :class:`ScoreMixtureThresholds`: a score threshold per class for the RPN and classification
+  pseudo-labels. Each class keeps a window of the teacher's recent detection scores; a
+  two-component 1-D Gaussian mixture is fitted to it (EM from the window's minimum and maximum),
+  and the threshold is the mean of the high-score component, the policy of Consistent-Teacher
+  (Wang et al., CVPR 2023), clamped to a range. A class with too few scores yet keeps the fixed
+  threshold.
+- :class:`ReliabilityQuantileThreshold`: box jitter's reliability threshold set to a quantile of
+  the recent pseudo-boxes' reliabilities, so that the most reliable fraction of pseudo-boxes
+  trains box regression whatever the image scale, teacher and stage (the published fixed value
+  passes almost no box on small images).
+
+Both update from every rank's pseudo-labels of the step (gathered), so all ranks agree, and both
+save their windows in checkpoints.
+"""
+
+import torch
+from detectron2.utils import comm
+
+
+def gather_across_ranks(tensor):
+    """The concatenation of a 1-D CPU tensor over all ranks (itself on one process)."""
+    if comm.get_world_size() == 1:
+        return tensor
+    return torch.cat(comm.all_gather(tensor))
+
+
+class _Window:
+    """Ring buffers of the most recent values, one row per group (class)."""
+
+    def __init__(self, groups, size):
+        self.values = torch.zeros(groups, size)
+        self.count = torch.zeros(groups, dtype=torch.long)  # values ever added, per group
+
+    def add(self, values, groups):
+        for group in groups.unique().tolist():
+            new = values[groups == group][-self.values.shape[1]:]
+            slots = (self.count[group] + torch.arange(len(new))) % self.values.shape[1]
+            self.values[group, slots] = new
+            self.count[group] += len(new)
+
+    def filled(self):
+        """(groups,) number of valid values; valid values are the first ``filled`` of each row
+        in ring order, which does not matter to the statistics taken of them."""
+        return self.count.clamp(max=self.values.shape[1])
+
+    def state_dict(self):
+        return {"values": self.values.clone(), "count": self.count.clone()}
+
+    def load_state_dict(self, state):
+        self.values.copy_(state["values"])
+        self.count.copy_(state["count"])
+
+
+def fit_two_gaussians(values, valid, iterations=50, min_var=1e-4):
+    """EM for a two-component 1-D Gaussian mixture, per row of ``values`` (G, N) over the entries
+    where ``valid``; components start at each row's minimum and maximum with the row's variance
+    and equal weights. Returns (means, variances, weights), each (G, 2), component 1 the higher."""
+    x = values.double()
+    m = valid.double()
+    n = m.sum(1).clamp(min=1)
+    big = torch.finfo(x.dtype).max
+    low = torch.where(valid, x, big).min(1).values
+    high = torch.where(valid, x, -big).max(1).values
+    mean = (x * m).sum(1) / n
+    var = (((x - mean[:, None]) ** 2 * m).sum(1) / n).clamp(min=min_var)
+    means = torch.stack([low, high], 1)
+    variances = torch.stack([var, var], 1)
+    weights = torch.full_like(means, 0.5)
+    for _ in range(iterations):
+        log_p = (-0.5 * (x[:, :, None] - means[:, None, :]) ** 2 / variances[:, None, :]
+                 - 0.5 * torch.log(2 * torch.pi * variances[:, None, :]) + torch.log(weights[:, None, :]))
+        resp = torch.softmax(log_p, dim=2) * m[:, :, None]
+        total = resp.sum(1).clamp(min=1e-12)
+        weights = (total / n[:, None]).clamp(min=1e-6)
+        means = (resp * x[:, :, None]).sum(1) / total
+        variances = ((resp * (x[:, :, None] - means[:, None, :]) ** 2).sum(1) / total).clamp(min=min_var)
+    order = means.argsort(1)
+    return means.gather(1, order), variances.gather(1, order), weights.gather(1, order)
+
+
+class ScoreMixtureThresholds:
+    """Per-class score thresholds: the mean of the high component of a two-Gaussian mixture of
+    the class's recent teacher scores, clamped to ``value_range``; ``fixed`` until a class has
+    ``min_scores`` scores."""
+
+    def __init__(self, num_classes, fixed, window, min_scores, value_range):
+        self.window = _Window(num_classes, window)
+        self.fixed = float(fixed)
+        self.min_scores = min_scores
+        self.value_range = tuple(float(v) for v in value_range)
+        self.thresholds = torch.full((num_classes,), self.fixed)
+
+    def update(self, scores, classes):
+        """Add a step's teacher scores (all ranks') and refit; returns the (C,) thresholds."""
+        scores = gather_across_ranks(scores.detach().float().cpu())
+        classes = gather_across_ranks(classes.detach().cpu())
+        self.window.add(scores, classes)
+        filled = self.window.filled()
+        ready = filled >= self.min_scores
+        if ready.any():
+            size = self.window.values.shape[1]
+            valid = torch.arange(size)[None, :] < filled[ready, None]
+            means, _, _ = fit_two_gaussians(self.window.values[ready], valid)
+            self.thresholds[ready] = means[:, 1].float().clamp(*self.value_range)
+        self.thresholds[~ready] = self.fixed
+        return self.thresholds
+
+    def state_dict(self):
+        return {"window": self.window.state_dict(), "thresholds": self.thresholds.clone()}
+
+    def load_state_dict(self, state):
+        self.window.load_state_dict(state["window"])
+        self.thresholds.copy_(state["thresholds"])
+
+
+class ReliabilityQuantileThreshold:
+    """Box jitter's threshold: the ``pass_fraction`` quantile of the last ``window`` pseudo-boxes'
+    reliabilities (the current step's included)."""
+
+    def __init__(self, pass_fraction, window):
+        self.pass_fraction = float(pass_fraction)
+        self.window = _Window(1, window)
+        self.threshold = float("inf")
+
+    def update(self, reliabilities):
+        reliabilities = gather_across_ranks(reliabilities.detach().float().cpu())
+        self.window.add(reliabilities, torch.zeros(len(reliabilities), dtype=torch.long))
+        filled = int(self.window.filled()[0])
+        if filled:
+            self.threshold = float(torch.quantile(self.window.values[0, :filled], self.pass_fraction))
+        return self.threshold
+
+    def state_dict(self):
+        return {"window": self.window.state_dict(), "threshold": self.threshold}
+
+    def load_state_dict(self, state):
+        self.window.load_state_dict(state["window"])
+        self.threshold = float(state["threshold"])

@@ -1,0 +1,162 @@
+"""Adaptive pseudo-label thresholds: the mixture fit, the windows, the labeller's use of them, the
+config checks, logging and resuming."""
+
+import math
+
+import pytest
+import torch
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from softteacher import SoftTeacherTrainer
+from softteacher.config import validate_softteacher_config
+from softteacher.modeling import PseudoLabeler
+from softteacher.modeling.adaptive_thresholds import (
+    ReliabilityQuantileThreshold,
+    ScoreMixtureThresholds,
+    fit_two_gaussians,
+)
+
+from conftest import soft_teacher_cfg
+from test_trainer import one_batch, student_and_labeler
+
+
+def two_populations(generator, low=(0.2, 0.05, 600), high=(0.85, 0.04, 400)):
+    parts = [torch.randn(n, generator=generator) * std + mean for mean, std, n in (low, high)]
+    return torch.cat(parts).clamp(0, 1)
+
+
+def test_mixture_recovers_two_known_populations():
+    g = torch.Generator().manual_seed(0)
+    values = two_populations(g)
+    means, variances, weights = fit_two_gaussians(values[None], torch.ones(1, len(values), dtype=torch.bool))
+    assert means[0].tolist() == pytest.approx([0.2, 0.85], abs=0.01)
+    assert variances[0].sqrt().tolist() == pytest.approx([0.05, 0.04], abs=0.01)
+    assert weights[0].tolist() == pytest.approx([0.6, 0.4], abs=0.02)
+
+
+def test_mixture_ignores_entries_outside_the_mask():
+    g = torch.Generator().manual_seed(1)
+    values = two_populations(g)
+    padded = torch.cat([values, torch.full((500,), 0.5)])
+    valid = torch.arange(len(padded)) < len(values)
+    alone, _, _ = fit_two_gaussians(values[None], torch.ones(1, len(values), dtype=torch.bool))
+    masked, _, _ = fit_two_gaussians(padded[None], valid[None])
+    torch.testing.assert_close(alone, masked)
+
+
+def test_score_thresholds_per_class_follow_the_high_component_and_the_range():
+    g = torch.Generator().manual_seed(2)
+    thresholds = ScoreMixtureThresholds(num_classes=3, fixed=0.9, window=1000, min_scores=100, value_range=(0.5, 0.8))
+    easy = two_populations(g, high=(0.7, 0.04, 400))   # high mean 0.7: inside the range
+    hard = two_populations(g, high=(0.95, 0.02, 400))  # 0.95: clamped to 0.8
+    few = torch.full((50,), 0.6)                       # under MIN_SCORES: the fixed 0.9
+    scores = torch.cat([easy, hard, few])
+    classes = torch.cat([torch.zeros(1000), torch.ones(1000), torch.full((50,), 2)]).long()
+    out = thresholds.update(scores, classes)
+    assert out[0].item() == pytest.approx(0.7, abs=0.01)
+    assert out[1].item() == pytest.approx(0.8)
+    assert out[2].item() == pytest.approx(0.9)
+
+
+def test_score_window_keeps_the_most_recent_scores():
+    thresholds = ScoreMixtureThresholds(num_classes=1, fixed=0.9, window=4, min_scores=1, value_range=(0, 1))
+    thresholds.update(torch.tensor([0.1, 0.2, 0.3]), torch.zeros(3, dtype=torch.long))
+    thresholds.update(torch.tensor([0.4, 0.5, 0.6]), torch.zeros(3, dtype=torch.long))
+    window = thresholds.window
+    assert int(window.count[0]) == 6 and int(window.filled()[0]) == 4
+    assert sorted(window.values[0].tolist()) == pytest.approx([0.3, 0.4, 0.5, 0.6])
+
+
+def test_reliability_threshold_is_the_quantile_of_the_window():
+    threshold = ReliabilityQuantileThreshold(pass_fraction=0.25, window=8)
+    assert threshold.update(torch.tensor([0.01, 0.02, 0.03, 0.04, 0.05])) == pytest.approx(0.02)
+    # 8 most recent: 0.02 .. 0.05 and 0.10 .. 0.40 (0.01 dropped); 25 % quantile by linear interpolation
+    value = threshold.update(torch.tensor([0.10, 0.20, 0.30, 0.40]))
+    recent = torch.tensor([0.02, 0.03, 0.04, 0.05, 0.10, 0.20, 0.30, 0.40])
+    assert value == pytest.approx(float(torch.quantile(recent, 0.25)))
+    assert value == pytest.approx(0.0375)
+
+
+def _detections(scores, classes, size=(64, 64)):
+    d = Instances(size)
+    n = len(scores)
+    d.pred_boxes = Boxes(torch.tensor([[4.0, 4.0, 30.0, 30.0]]).repeat(n, 1))
+    d.scores = torch.tensor(scores)
+    d.pred_classes = torch.tensor(classes)
+    return d
+
+
+def test_labeler_keeps_by_each_class_threshold_and_adapts_only_on_training_steps(tiny_semi, tmp_path):
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **{
+        "SEMI.ADAPTIVE_SCORE_THRESH.ENABLED": "True", "SEMI.ADAPTIVE_SCORE_THRESH.MIN_SCORES": "2",
+        "SEMI.ADAPTIVE_SCORE_THRESH.WINDOW": "10", "SEMI.ADAPTIVE_SCORE_THRESH.RANGE": "(0.5, 0.9)",
+        "SEMI.BOX_JITTER": "False",
+    })
+    _, labeler = student_and_labeler(cfg)
+    labeler.score_thresholds.thresholds[:] = torch.tensor([0.6, 0.8, 0.9, 0.9, 0.9])
+    raw = [_detections([0.7, 0.7, 0.85, 0.3], [0, 1, 1, 0])]
+    labeler.teacher_detections = lambda weak: (raw, None)
+    detections, _ = labeler.label([None])  # not a training step: thresholds as they are
+    d = detections[0]
+    assert d.scores.tolist() == pytest.approx([0.7, 0.7, 0.85])  # 0.3 under PSEUDO_SCORE_THRESH
+    assert d.keep_rpn.tolist() == d.keep_cls.tolist() == [True, False, True]
+    assert labeler.score_thresholds.window.count.sum() == 0
+    labeler.label([None], adapt=True)  # a training step: every detection's score enters the window
+    assert labeler.score_thresholds.window.count.tolist() == [2, 2, 0, 0, 0]
+
+
+def test_labeler_passes_the_most_reliable_fraction_for_regression(tiny_semi, tmp_path):
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **{
+        "SEMI.ADAPTIVE_REG_THRESH.ENABLED": "True", "SEMI.ADAPTIVE_REG_THRESH.PASS_FRACTION": "0.5",
+        "SEMI.PSEUDO_SCORE_THRESH": "0.0",
+    })
+    _, labeler = student_and_labeler(cfg)
+    _, unlabeled = one_batch(cfg)
+    torch.manual_seed(0)
+    with EventStorage(0):
+        _, stats = labeler(unlabeled)
+        detections, _ = labeler.label([u["weak"] for u in unlabeled])
+    uncertainty = torch.cat([d.uncertainty for d in detections])
+    assert len(uncertainty) > 10
+    threshold = labeler.reg_threshold
+    assert stats["semi/reg_uncertainty_thresh"] == pytest.approx(threshold)
+    # the threshold is the median of the training step's reliabilities: about half pass
+    assert 0.3 < stats["semi/jitter_pass_fraction"] < 0.7
+    assert torch.equal(torch.cat([d.keep_reg for d in detections]), uncertainty < threshold)
+
+
+def test_adaptive_thresholds_are_logged_per_class_and_resume(tiny_semi, tmp_path):
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path, max_iter=2, **{
+        "SEMI.ADAPTIVE_SCORE_THRESH.ENABLED": "True", "SEMI.ADAPTIVE_SCORE_THRESH.MIN_SCORES": "1",
+        "SEMI.ADAPTIVE_REG_THRESH.ENABLED": "True", "SEMI.PSEUDO_SCORE_THRESH": "0.0",
+        "SEMI.VIS_PERIOD": "0", "TEST.EVAL_PERIOD": "0",
+    })
+    trainer = SoftTeacherTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    labeler = trainer.pseudo_labeler
+    history = trainer.storage.histories()
+    for name, value in zip(("disk", "triangle", "rectangle", "star", "cross"), labeler.score_thresholds.thresholds):
+        assert history[f"semi/score_thresh/{name}"].latest() == pytest.approx(float(value))
+    assert history["semi/reg_uncertainty_thresh"].latest() == pytest.approx(labeler.reg_threshold)
+    saved = torch.load(tmp_path / "model_final.pth", weights_only=False)["pseudo_labeler"]
+    resumed = SoftTeacherTrainer(cfg)
+    resumed.resume_or_load(resume=True)
+    state = resumed.pseudo_labeler.state_dict()
+    torch.testing.assert_close(state["score_thresholds"]["window"]["values"], saved["score_thresholds"]["window"]["values"])
+    torch.testing.assert_close(state["score_thresholds"]["thresholds"], labeler.score_thresholds.thresholds)
+    assert resumed.pseudo_labeler.reg_threshold == pytest.approx(labeler.reg_threshold)
+    assert math.isfinite(labeler.reg_threshold)
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("SEMI.ADAPTIVE_SCORE_THRESH.RANGE", "(0.9, 0.5)", "low <= high"),
+    ("SEMI.ADAPTIVE_REG_THRESH.PASS_FRACTION", "0.0", "a fraction in (0, 1]"),
+    ("SEMI.ADAPTIVE_SCORE_THRESH.MIN_SCORES", "5000", "at most WINDOW"),
+])
+def test_bad_adaptive_values_stop_at_start_naming_the_key(tiny_semi, tmp_path, key, value, words):
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **{key: value})
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")) as error:
+        validate_softteacher_config(cfg)
+    assert words in str(error.value)
