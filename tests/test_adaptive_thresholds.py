@@ -7,10 +7,10 @@ import pytest
 import torch
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+from test_trainer import one_batch, student_and_labeler
 
 from softteacher import SoftTeacherTrainer
 from softteacher.config import validate_softteacher_config
-from softteacher.modeling import PseudoLabeler
 from softteacher.modeling.adaptive_thresholds import (
     ReliabilityQuantileThreshold,
     ScoreMixtureThresholds,
@@ -18,7 +18,6 @@ from softteacher.modeling.adaptive_thresholds import (
 )
 
 from conftest import soft_teacher_cfg
-from test_trainer import one_batch, student_and_labeler
 
 
 def two_populations(generator, low=(0.2, 0.05, 600), high=(0.85, 0.04, 400)):
@@ -144,7 +143,8 @@ def test_adaptive_thresholds_are_logged_per_class_and_resume(tiny_semi, tmp_path
     resumed = SoftTeacherTrainer(cfg)
     resumed.resume_or_load(resume=True)
     state = resumed.pseudo_labeler.state_dict()
-    torch.testing.assert_close(state["score_thresholds"]["window"]["values"], saved["score_thresholds"]["window"]["values"])
+    saved_window = saved["score_thresholds"]["window"]["values"]
+    torch.testing.assert_close(state["score_thresholds"]["window"]["values"], saved_window)
     torch.testing.assert_close(state["score_thresholds"]["thresholds"], labeler.score_thresholds.thresholds)
     assert resumed.pseudo_labeler.reg_threshold == pytest.approx(labeler.reg_threshold)
     assert math.isfinite(labeler.reg_threshold)
