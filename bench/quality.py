@@ -1,18 +1,26 @@
 #!/usr/bin/env python
-"""The semi-supervised gain on the embedded data: five arms, the same model, iterations and seeds.
+"""The semi-supervised gain on two generated datasets: the same model, iterations and seeds per arm.
 
-    python bench/quality.py [--seeds 1 2] [--arms a c] [KEY VALUE ...]
+    python bench/quality.py [--dataset shapes glyphs] [--seeds 1 2] [--arms a c f] [--parallel N]
+                            [KEY VALUE ...]
 
-(a) supervised on 10 %, (b) supervised on 100 %, (c) Soft Teacher on 10 % + the other 90 %
-unlabeled, (d) (c) without soft background weighting, (e) (c) without box jitter (no unlabeled box
-regression). Every run is ``train_net.py`` in its own process under ``output/bench/quality/``; a
-run that already finished is read back, not repeated, so an interrupted benchmark continues.
+Per dataset (``shapes``: the embedded data; ``glyphs``: printed characters, registered through
+DATASETS.CUSTOM as a user's own data would be): (a) supervised on 10 %, (b) supervised on 100 %,
+(c) Soft Teacher on 10 % + the other 90 % unlabeled, (d) (c) without soft background weighting,
+(e) (c) without box jitter (no unlabeled box regression), (f) Soft Teacher plus (adaptive score
+and reliability thresholds), (g) (f) without box jitter, (h) (f) with the published fixed score
+thresholds. The supervised arms augment labeled images as Soft Teacher's labeled stream does.
+Every run is ``train_net.py`` in its own process under ``output/bench/quality/<dataset>/``; a run
+that already finished is read back, not repeated, so an interrupted benchmark continues.
+``--parallel N`` trains N runs at once (for a machine with many cores or a GPU; on 2 cores, 1).
 Trailing KEY VALUE pairs go to every run (e.g. ``SOLVER.MAX_ITER 400`` for a quick look).
 
-Writes ``bench/results/quality.json`` (every arm's teacher and student AP/AP50/AP75 per seed, mean
-and spread; ``ratio`` = (c) teacher AP / (a) AP; ``gap_closed`` = ((c) - (a)) / ((b) - (a))),
-``quality.md`` (the table), ``quality.png`` (bars) and ``quality_curves.png`` (AP over
-iterations of every arm, teacher and student).
+Writes ``bench/results/quality.json``: top level, (c) vs (a) and (b) on shapes (``ratio`` = (c)
+teacher AP / (a) AP; ``gap_closed`` = ((c) - (a)) / ((b) - (a))) and its ``arms``; under
+``datasets``, per dataset, every arm's teacher and student AP/AP50/AP75 per seed with mean and
+spread, ``gap_closed``, ``gap_closed_plus`` ((f) instead of (c)) and ``jitter_gain_ap75`` ((f) -
+(g) AP75; ``jitter_gain_ap75_faithful``: (c) - (e)). Also ``quality.md`` (tables), ``quality.png``
+(bars) and ``quality_curves_<dataset>.png`` (AP over iterations of every arm, first seed).
 """
 
 import argparse
@@ -24,6 +32,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import matplotlib
 
@@ -31,17 +40,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHAPES = os.path.join("configs", "Shapes")
-SEMI_CONFIG = os.path.join(SHAPES, "soft_teacher_R18_FPN_10pct.yaml")
+DATASETS = {"shapes": os.path.join("configs", "Shapes"), "glyphs": os.path.join("configs", "Glyphs")}
+SEMI_CONFIG = "soft_teacher_R18_FPN_10pct.yaml"
+PLUS_CONFIG = "soft_teacher_plus_R18_FPN_10pct.yaml"
 ARMS = {
-    "a": ("supervised, 10 % labeled", os.path.join(SHAPES, "supervised_R18_FPN_10pct.yaml"), []),
-    "b": ("supervised, 100 % labeled", os.path.join(SHAPES, "supervised_R18_FPN_100pct.yaml"), []),
+    "a": ("supervised, 10 % labeled", "supervised_R18_FPN_10pct.yaml", []),
+    "b": ("supervised, 100 % labeled", "supervised_R18_FPN_100pct.yaml", []),
     "c": ("Soft Teacher, 10 % labeled + 90 % unlabeled", SEMI_CONFIG, []),
     "d": ("(c) without soft background weighting", SEMI_CONFIG, ["SEMI.SOFT_BG_WEIGHT", "False"]),
     "e": ("(c) without box jitter (no unlabeled regression)", SEMI_CONFIG, ["SEMI.BOX_JITTER", "False"]),
+    "f": ("Soft Teacher plus (adaptive score and reliability thresholds)", PLUS_CONFIG, []),
+    "g": ("(f) without box jitter", PLUS_CONFIG, ["SEMI.BOX_JITTER", "False"]),
+    "h": ("(f) with the fixed 0.9 score thresholds", PLUS_CONFIG, ["SEMI.ADAPTIVE_SCORE_THRESH.ENABLED", "False"]),
 }
+SUPERVISED = ("a", "b")
 METRICS = ("AP", "AP50", "AP75")
 TARGETS = {"ratio": 1.3, "gap_closed": 0.6}
+PLUS_TARGETS = {"gap_closed_plus": 0.75, "jitter_gain_ap75": 1.0}
 
 
 def read_metrics(path):
@@ -59,38 +74,53 @@ def evaluations(records, model):
     ]
 
 
-def semi_eval_period():
+def config_file(dataset, arm):
+    return os.path.join(DATASETS[dataset], ARMS[arm][1])
+
+
+def semi_eval_period(dataset):
     from softteacher import load_config
 
-    return load_config(os.path.join(REPO, SEMI_CONFIG)).TEST.EVAL_PERIOD
+    return load_config(os.path.join(REPO, config_file(dataset, "c"))).TEST.EVAL_PERIOD
 
 
-def run_arm(arm, seed, out_root, extra_opts):
+def prepare_dataset(dataset):
+    """Generate a dataset's files before its runs start (the embedded one is generated on use)."""
+    if dataset == "glyphs":
+        from softteacher.data.glyphs import ensure_glyphs
+
+        ensure_glyphs()
+
+
+def run_arm(dataset, arm, seed, out_root, extra_opts):
     """Train one arm with one seed (unless already done) and return its final evaluations."""
-    _, config, opts = ARMS[arm]
+    opts = ARMS[arm][2]
     out_dir = os.path.join(out_root, f"{arm}_seed{seed}")
     done = os.path.join(out_dir, "quality_run.json")
     if os.path.exists(done):
         with open(done) as f:
             return json.load(f)
-    cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", os.path.join(REPO, config),
-           *opts, "SEED", str(seed), "OUTPUT_DIR", out_dir, *extra_opts]
+    cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file",
+           os.path.join(REPO, config_file(dataset, arm)), *opts, "SEED", str(seed), "OUTPUT_DIR", out_dir,
+           *extra_opts]
     # the supervised twins evaluate as often as Soft Teacher does, for the curves
-    if arm in ("a", "b") and "TEST.EVAL_PERIOD" not in extra_opts:
-        cmd += ["TEST.EVAL_PERIOD", str(semi_eval_period())]
-    print(f"[quality] arm {arm} seed {seed}: {' '.join(cmd[1:])}", flush=True)
+    if arm in SUPERVISED and "TEST.EVAL_PERIOD" not in extra_opts:
+        cmd += ["TEST.EVAL_PERIOD", str(semi_eval_period(dataset))]
+    print(f"[quality] {dataset} arm {arm} seed {seed}: {' '.join(cmd[1:])}", flush=True)
     start = time.perf_counter()
     with open(os.path.join(out_root, f"{arm}_seed{seed}.log"), "w") as log:
         subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
     records = read_metrics(os.path.join(out_dir, "metrics.json"))
-    models = ("",) if arm in ("a", "b") else ("teacher", "student")
+    models = ("",) if arm in SUPERVISED else ("teacher", "student")
     curves = {m or "model": evaluations(records, m) for m in models}
     result = {
         "wall_s": round(time.perf_counter() - start, 1),
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d"),
         "curves": curves,
         "final": {name: curve[-1][1] for name, curve in curves.items()},
     }
-    if arm in ("a", "b"):  # one model: it is both "teacher" and "student" in the tables
+    if arm in SUPERVISED:  # one model: it is both "teacher" and "student" in the tables
         result["final"] = {"teacher": result["final"]["model"], "student": result["final"]["model"]}
     with open(done, "w") as f:
         json.dump(result, f, indent=1)
@@ -111,14 +141,33 @@ def summarise(runs):
     return out
 
 
-def headline(arms):
-    a = arms["a"]["mean"]["teacher"]["AP"]["mean"]
-    b = arms["b"]["mean"]["teacher"]["AP"]["mean"]
-    c = arms["c"]["mean"]["teacher"]["AP"]["mean"]
-    return {"ratio": round(c / a, 4), "gap_closed": round((c - a) / (b - a), 4) if b != a else None}
+def machine():
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    return f"{platform.machine()}, {os.cpu_count()} cores, {device}"
 
 
-def write_table(path, arms, top):
+def teacher(arms, arm, metric="AP"):
+    return arms[arm]["mean"]["teacher"][metric]["mean"] if arm in arms else None
+
+
+def dataset_summary(arms):
+    """gap_closed, gap_closed_plus, ratio and the box jitter gains, where their arms have run."""
+    out = {}
+    a, b = teacher(arms, "a"), teacher(arms, "b")
+    for key, arm in (("gap_closed", "c"), ("gap_closed_plus", "f")):
+        if a is not None and b is not None and b != a and arm in arms:
+            out[key] = round((teacher(arms, arm) - a) / (b - a), 4)
+    if a is not None and "c" in arms:
+        out["ratio"] = round(teacher(arms, "c") / a, 4)
+    for key, (with_jitter, without) in (("jitter_gain_ap75", ("f", "g")), ("jitter_gain_ap75_faithful", ("c", "e"))):
+        if with_jitter in arms and without in arms:
+            out[key] = round(teacher(arms, with_jitter, "AP75") - teacher(arms, without, "AP75"), 2)
+    return out
+
+
+def table_lines(arms, summary):
     lines = ["| arm | what | teacher AP | AP50 | AP75 | student AP | AP50 | AP75 | seeds |", "|" + "---|" * 9]
     for arm, result in arms.items():
         cells = []
@@ -127,91 +176,130 @@ def write_table(path, arms, top):
                 value = result["mean"][model][metric]
                 cells.append(f"{value['mean']:.1f}" + (f" ±{value['spread'] / 2:.1f}" if value["spread"] else ""))
         lines.append(f"| ({arm}) | {result['what']} | " + " | ".join(cells) + f" | {len(result['seeds'])} |")
-    if top:
-        lines += ["", f"ratio (c)/(a) teacher AP: **{top['ratio']:.3f}** (target ≥ {TARGETS['ratio']}); "
-                  f"gap closed ((c)−(a))/((b)−(a)): **{top['gap_closed']:.3f}** "
-                  f"(target ≥ {TARGETS['gap_closed']})"]
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    words = {"gap_closed": "gap closed by (c)", "gap_closed_plus": "gap closed by (f)", "ratio": "(c)/(a) AP",
+             "jitter_gain_ap75": "box jitter's AP75 gain in plus, (f)-(g)",
+             "jitter_gain_ap75_faithful": "box jitter's AP75 gain, faithful, (c)-(e)"}
+    if summary:
+        lines += ["", "; ".join(f"{words[k]}: **{v:+.2f}**" if k.startswith("jitter") else f"{words[k]}: **{v:.3f}**"
+                                for k, v in summary.items())]
+    return lines
 
 
-def plot_bars(path, arms):
-    fig, ax = plt.subplots(figsize=(8, 4))
-    names = list(arms)
-    for offset, model in ((-0.2, "teacher"), (0.2, "student")):
-        means = [arms[n]["mean"][model]["AP"]["mean"] for n in names]
-        spreads = [arms[n]["mean"][model]["AP"]["spread"] / 2 for n in names]
-        ax.bar([i + offset for i in range(len(names))], means, 0.4, yerr=spreads, label=model, capsize=3)
-    ax.set_xticks(range(len(names)), [f"({n})\n" + textwrap.fill(arms[n]["what"], 22) for n in names], fontsize=7)
-    ax.set_ylabel("COCO AP on shapes_val")
-    ax.set_title("Embedded data: supervised vs Soft Teacher (same model and iterations)")
-    ax.legend()
+def plot_bars(path, datasets):
+    fig, axes = plt.subplots(1, len(datasets), figsize=(8 * len(datasets), 4.5), squeeze=False)
+    for ax, (dataset, arms) in zip(axes[0], datasets.items()):
+        names = list(arms)
+        for offset, model in ((-0.2, "teacher"), (0.2, "student")):
+            means = [arms[n]["mean"][model]["AP"]["mean"] for n in names]
+            spreads = [arms[n]["mean"][model]["AP"]["spread"] / 2 for n in names]
+            ax.bar([i + offset for i in range(len(names))], means, 0.4, yerr=spreads, label=model, capsize=3)
+        ax.set_xticks(range(len(names)), [f"({n})\n" + textwrap.fill(arms[n]["what"], 18) for n in names], fontsize=6)
+        ax.set_ylabel(f"COCO AP on {dataset} val")
+        ax.set_title(f"{dataset}: supervised vs Soft Teacher vs plus (same model and iterations)")
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def plot_curves(path, arms):
+def plot_curves(path, dataset, arms):
     fig, ax = plt.subplots(figsize=(7, 4))
     for arm, result in arms.items():
         run = next(iter(result["seeds"].values()))
         for model, curve in run["curves"].items():
-            style = "--" if model == "student" else "-"
+            if model == "student":
+                continue
             last = curve[-1][0]  # the final evaluation is logged at MAX_ITER, the others one before
-            ax.plot([min(i + 1, last) for i, _ in curve], [m["AP"] for _, m in curve], style, marker="o",
+            ax.plot([min(i + 1, last) for i, _ in curve], [m["AP"] for _, m in curve], marker="o",
                     label=f"({arm}) {model}")
     ax.set_xlabel("iteration")
     ax.set_ylabel("AP")
-    ax.set_title("AP over training (first seed)")
+    ax.set_title(f"{dataset}: AP over training (teacher or supervised model, first seed)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    parser.add_argument("--work-dir", default=os.path.join(REPO, "output", "bench", "quality"))
-    parser.add_argument("--results", default=os.path.join(REPO, "bench", "results"))
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
-    args = parser.parse_args()
-    os.makedirs(args.work_dir, exist_ok=True)
-    os.makedirs(args.results, exist_ok=True)
-
-    runs = {arm: {} for arm in args.arms}
-    for seed in args.seeds:  # every arm once before any arm twice, and results after each run
-        for arm in args.arms:
-            runs[arm][str(seed)] = run_arm(arm, seed, args.work_dir, args.opts)
-            write_results(args, runs)
+def collect(work_dir, dataset):
+    """Every finished run of a dataset under the work dir: {arm: {seed: run}}."""
+    root = os.path.join(work_dir, dataset)
+    runs = {}
+    for arm in ARMS:
+        for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+            done = os.path.join(root, name, "quality_run.json")
+            if name.startswith(f"{arm}_seed") and os.path.exists(done):
+                with open(done) as f:
+                    runs.setdefault(arm, {})[name.split("seed")[1]] = json.load(f)
+    return runs
 
 
-def write_results(args, runs):
-    arms = {
-        arm: {"what": ARMS[arm][0], "config": ARMS[arm][1], "overrides": ARMS[arm][2],
-              "seeds": done, "mean": summarise(done)}
-        for arm, done in runs.items()
-        if done
-    }
-    top = headline(arms) if {"a", "b", "c"} <= set(arms) else {}
+def write_results(args):
+    datasets = {}
+    for dataset in DATASETS:
+        runs = collect(args.work_dir, dataset)
+        arms = {
+            arm: {"what": ARMS[arm][0], "config": config_file(dataset, arm), "overrides": ARMS[arm][2],
+                  "seeds": done, "mean": summarise(done)}
+            for arm, done in runs.items()
+        }
+        if arms:
+            datasets[dataset] = {**dataset_summary(arms), "arms": arms}
+    shapes = datasets.get("shapes", {})
+    top = {k: shapes[k] for k in ("ratio", "gap_closed") if k in shapes}
     result = {
         **top,
         "targets": TARGETS,
-        "met": {k: top[k] is not None and top[k] >= v for k, v in TARGETS.items()} if top else {},
-        "arms": arms,
+        "met": {k: top[k] >= v for k, v in TARGETS.items() if k in top},
+        "arms": shapes.get("arms", {}),
+        "datasets": datasets,
+        "plus_targets": PLUS_TARGETS,
+        "plus_met": {f"{d}/{k}": v[k] >= t for d, v in datasets.items() for k, t in PLUS_TARGETS.items() if k in v},
         "overrides": args.opts,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d"),
         "command": "python bench/quality.py " + " ".join(sys.argv[1:]),
     }
     with open(os.path.join(args.results, "quality.json"), "w") as f:
         json.dump(result, f, indent=1)
-    write_table(os.path.join(args.results, "quality.md"), arms, top)
-    plot_bars(os.path.join(args.results, "quality.png"), arms)
-    plot_curves(os.path.join(args.results, "quality_curves.png"), arms)
-    with open(os.path.join(args.results, "quality.md")) as f:
-        print(f.read(), flush=True)
+    lines = []
+    for dataset, block in datasets.items():
+        summary = {k: v for k, v in block.items() if k != "arms"}
+        lines += [f"### {dataset}", ""] + table_lines(block["arms"], summary) + [""]
+        plot_curves(os.path.join(args.results, f"quality_curves_{dataset}.png"), dataset, block["arms"])
+    with open(os.path.join(args.results, "quality.md"), "w") as f:
+        f.write("\n".join(lines))
+    if datasets:
+        plot_bars(os.path.join(args.results, "quality.png"), {d: b["arms"] for d, b in datasets.items()})
+    print("\n".join(lines), flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", nargs="+", default=["shapes"], choices=list(DATASETS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--parallel", type=int, default=1, help="runs trained at once")
+    parser.add_argument("--work-dir", default=os.path.join(REPO, "output", "bench", "quality"))
+    parser.add_argument("--results", default=os.path.join(REPO, "bench", "results"))
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
+    args = parser.parse_args()
+    os.makedirs(args.results, exist_ok=True)
+    for dataset in args.dataset:
+        os.makedirs(os.path.join(args.work_dir, dataset), exist_ok=True)
+        prepare_dataset(dataset)
+    # every arm once before any arm twice; results rewritten after each run
+    jobs = [(d, arm, seed) for seed in args.seeds for d in args.dataset for arm in args.arms]
+
+    def run(job):
+        dataset, arm, seed = job
+        try:
+            run_arm(dataset, arm, seed, os.path.join(args.work_dir, dataset), args.opts)
+        except subprocess.CalledProcessError as e:
+            print(f"[quality] {dataset} arm {arm} seed {seed} failed ({e}); see its log", flush=True)
+        write_results(args)
+
+    with ThreadPoolExecutor(args.parallel) as pool:
+        list(pool.map(run, jobs))
 
 
 if __name__ == "__main__":

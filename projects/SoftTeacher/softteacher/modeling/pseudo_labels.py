@@ -19,6 +19,7 @@ back and scored for their background probability without another backbone pass.
 """
 
 import contextlib
+import math
 
 import numpy as np
 import torch
@@ -307,8 +308,8 @@ class PseudoLabeler:
             if len(uncertainty):
                 stats["semi/jitter_pass_fraction"] = (uncertainty < self.reg_threshold).float().mean().item()
                 stats["semi/jitter_uncertainty_median"] = uncertainty.median().item()
-            if self.reliability_threshold is not None:
-                stats["semi/reg_uncertainty_thresh"] = self.reg_threshold
+            if self.reliability_threshold is not None and math.isfinite(self.reg_threshold):
+                stats["semi/reg_uncertainty_thresh"] = self.reg_threshold  # inf: no pseudo-box yet
             if has_gt:
                 stats.update(jitter_filter_iou(detections, [u["unlabeled_gt_instances"] for u in unlabeled]))
         return stats
