@@ -10,7 +10,9 @@ from detectron2.utils.events import EventStorage
 from test_trainer import one_batch, student_and_labeler
 
 from softteacher import SoftTeacherTrainer
+from softteacher.annotation import saved_labeler_state
 from softteacher.config import validate_softteacher_config
+from softteacher.modeling import PseudoLabeler
 from softteacher.modeling.adaptive_thresholds import (
     ReliabilityQuantileThreshold,
     ScoreMixtureThresholds,
@@ -148,6 +150,13 @@ def test_adaptive_thresholds_are_logged_per_class_and_resume(tiny_semi, tmp_path
     torch.testing.assert_close(state["score_thresholds"]["thresholds"], labeler.score_thresholds.thresholds)
     assert resumed.pseudo_labeler.reg_threshold == pytest.approx(labeler.reg_threshold)
     assert math.isfinite(labeler.reg_threshold)
+    # the tools label with the thresholds training reached; a labeller that saw nothing uses the fixed ones
+    fresh = PseudoLabeler(cfg, trainer.teacher)
+    assert fresh.reg_threshold == cfg.SEMI.REG_UNCERTAINTY_THRESH
+    assert fresh.score_thresholds.thresholds.tolist() == pytest.approx([cfg.SEMI.CLS_PSEUDO_THRESH] * 5)
+    fresh.load_state_dict(saved_labeler_state(str(tmp_path / "model_final.pth")))
+    assert fresh.reg_threshold == pytest.approx(labeler.reg_threshold)
+    torch.testing.assert_close(fresh.score_thresholds.thresholds, labeler.score_thresholds.thresholds)
 
 
 @pytest.mark.parametrize("key, value, words", [

@@ -29,6 +29,14 @@ def binary_entropy(scores):
     return -(p * torch.log2(p) + (1 - p) * torch.log2(1 - p))
 
 
+def saved_labeler_state(weights):
+    """The adaptive thresholds a training checkpoint saved (empty for other files): the tools
+    label with the thresholds training had reached."""
+    if not weights.endswith(".pth"):
+        return {}
+    return torch.load(weights, map_location="cpu", weights_only=True).get("pseudo_labeler", {})
+
+
 def teacher_pseudo_labels(cfg, model, records, reader, min_score=None, seed=0):
     """Yield ``(record, inputs, detections)`` per readable image: the pseudo-labeller's
     ``Instances`` (boxes in original-image pixels, ``scores``, ``pred_classes``, ``keep_{branch}``
@@ -36,6 +44,7 @@ def teacher_pseudo_labels(cfg, model, records, reader, min_score=None, seed=0):
     ``SEMI.PSEUDO_SCORE_THRESH``, as in training). Box jitter's noise is seeded with ``seed``:
     the same images give the same uncertainties."""
     labeler = PseudoLabeler(cfg, model)
+    labeler.load_state_dict(saved_labeler_state(cfg.MODEL.WEIGHTS))
     torch.manual_seed(seed)
     score_thresh = labeler.score_thresh
     if min_score is not None:

@@ -19,7 +19,6 @@ back and scored for their background probability without another backbone pass.
 """
 
 import contextlib
-import math
 
 import numpy as np
 import torch
@@ -181,9 +180,11 @@ class PseudoLabeler:
 
     @property
     def reg_threshold(self):
-        """The reliability under which a pseudo-box trains box regression."""
-        if self.reliability_threshold is not None:
-            return self.reliability_threshold.threshold
+        """The reliability under which a pseudo-box trains box regression: the adaptive one once
+        it has seen pseudo-boxes, else ``reg_uncertainty_thresh``."""
+        adaptive = self.reliability_threshold
+        if adaptive is not None and adaptive.window.filled()[0] > 0:
+            return adaptive.threshold
         return self.reg_uncertainty_thresh
 
     @torch.no_grad()
@@ -308,8 +309,8 @@ class PseudoLabeler:
             if len(uncertainty):
                 stats["semi/jitter_pass_fraction"] = (uncertainty < self.reg_threshold).float().mean().item()
                 stats["semi/jitter_uncertainty_median"] = uncertainty.median().item()
-            if self.reliability_threshold is not None and math.isfinite(self.reg_threshold):
-                stats["semi/reg_uncertainty_thresh"] = self.reg_threshold  # inf: no pseudo-box yet
+            if self.reliability_threshold is not None:
+                stats["semi/reg_uncertainty_thresh"] = self.reg_threshold
             if has_gt:
                 stats.update(jitter_filter_iou(detections, [u["unlabeled_gt_instances"] for u in unlabeled]))
         return stats
