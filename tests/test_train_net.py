@@ -144,3 +144,21 @@ def test_amp_configs_set_up_on_a_machine_without_cuda(config, amp_after, tmp_pat
         ["--config-file", config_path(*config), "MODEL.WEIGHTS", "", "OUTPUT_DIR", str(tmp_path)])
     cfg = train_net.setup(args)
     assert cfg.MODEL.DEVICE == "cpu" and cfg.SOLVER.AMP.ENABLED is amp_after
+
+
+@pytest.mark.parametrize("colour", [True, False])
+def test_supervised_training_augments_labeled_images_as_soft_teachers_labeled_stream(monkeypatch, colour):
+    from softteacher import load_config
+    from softteacher.data import LabeledDatasetMapper
+    from softteacher.data.augmentations import RandomColorOp
+
+    captured = {}
+    monkeypatch.setattr(train_net, "build_detection_train_loader", lambda cfg, mapper: captured.update(mapper=mapper))
+    cfg = load_config(CONFIG, ["INPUT.LABELED_COLOR_AUG", str(colour), "MODEL.DEVICE", "cpu"])
+    train_net.Trainer.build_train_loader(cfg)
+    supervised = captured["mapper"].augmentations.augs
+    semi = load_config(config_path("Shapes", "soft_teacher_R18_FPN_10pct.yaml"),
+                       ["INPUT.LABELED_COLOR_AUG", str(colour), "MODEL.DEVICE", "cpu"])
+    soft_teacher = LabeledDatasetMapper(semi, is_train=True).augmentations.augs
+    assert [repr(a) for a in supervised] == [repr(a) for a in soft_teacher]
+    assert sum(isinstance(a, RandomColorOp) for a in supervised) == int(colour)
