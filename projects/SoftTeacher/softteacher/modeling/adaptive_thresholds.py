@@ -2,10 +2,10 @@
 
 - :class:`ScoreMixtureThresholds`: a score threshold per class for the RPN and classification
   pseudo-labels. Each class keeps a window of the teacher's recent detection scores; a
-  two-component 1-D Gaussian mixture is fitted to it (EM from the window's minimum and maximum),
-  and the threshold is the mean of the high-score component, the policy of Consistent-Teacher
-  (Wang et al., CVPR 2023), clamped to a range. A class with too few scores yet keeps the fixed
-  threshold.
+  two-component 1-D Gaussian mixture is fitted to it (EM from the window's minimum and maximum;
+  refitted whenever a tenth of the window is new), and the threshold is the mean of the
+  high-score component, the policy of Consistent-Teacher (Wang et al., CVPR 2023), clamped to a
+  range. A class with too few scores yet keeps the fixed threshold.
 - :class:`ReliabilityQuantileThreshold`: box jitter's reliability threshold set to a quantile of
   the recent pseudo-boxes' reliabilities, so that the most reliable fraction of pseudo-boxes
   trains box regression whatever the image scale, teacher and stage (the published fixed value
@@ -34,11 +34,15 @@ class _Window:
         self.count = torch.zeros(groups, dtype=torch.long)  # values ever added, per group
 
     def add(self, values, groups):
-        for group in groups.unique().tolist():
-            new = values[groups == group][-self.values.shape[1]:]
-            slots = (self.count[group] + torch.arange(len(new))) % self.values.shape[1]
-            self.values[group, slots] = new
-            self.count[group] += len(new)
+        size = self.values.shape[1]
+        order = torch.argsort(groups, stable=True)  # by group, arrival order kept within one
+        groups, values = groups[order], values[order]
+        new = torch.bincount(groups, minlength=len(self.count))
+        rank = torch.arange(len(groups)) - (new.cumsum(0) - new)[groups]  # arrival rank in its group
+        last = rank >= new[groups] - size  # only the latest ``size`` of a group can stay
+        slots = (self.count[groups] + rank) % size
+        self.values[groups[last], slots[last]] = values[last]
+        self.count += new
 
     def filled(self):
         """(groups,) number of valid values; valid values are the first ``filled`` of each row
@@ -53,12 +57,12 @@ class _Window:
         self.count.copy_(state["count"])
 
 
-def fit_two_gaussians(values, valid, iterations=50, min_var=1e-4):
+def fit_two_gaussians(values, valid, iterations=25, min_var=1e-4):
     """EM for a two-component 1-D Gaussian mixture, per row of ``values`` (G, N) over the entries
     where ``valid``; components start at each row's minimum and maximum with the row's variance
     and equal weights. Returns (means, variances, weights), each (G, 2), component 1 the higher."""
-    x = values.double()
-    m = valid.double()
+    x = values.float()
+    m = valid.float()
     n = m.sum(1).clamp(min=1)
     big = torch.finfo(x.dtype).max
     low = torch.where(valid, x, big).min(1).values
@@ -68,14 +72,18 @@ def fit_two_gaussians(values, valid, iterations=50, min_var=1e-4):
     means = torch.stack([low, high], 1)
     variances = torch.stack([var, var], 1)
     weights = torch.full_like(means, 0.5)
+    def log_density(k):  # of component k, weighted, up to the constant both share
+        return -0.5 * (x - means[:, k:k + 1]) ** 2 / variances[:, k:k + 1] + torch.log(
+            weights[:, k:k + 1] / variances[:, k:k + 1].sqrt())
+
     for _ in range(iterations):
-        log_p = (-0.5 * (x[:, :, None] - means[:, None, :]) ** 2 / variances[:, None, :]
-                 - 0.5 * torch.log(2 * torch.pi * variances[:, None, :]) + torch.log(weights[:, None, :]))
-        resp = torch.softmax(log_p, dim=2) * m[:, :, None]
+        high = torch.sigmoid(log_density(1) - log_density(0)) * m  # responsibility of the high one
+        resp = torch.stack([m - high, high], 2)
         total = resp.sum(1).clamp(min=1e-12)
         weights = (total / n[:, None]).clamp(min=1e-6)
-        means = (resp * x[:, :, None]).sum(1) / total
-        variances = ((resp * (x[:, :, None] - means[:, None, :]) ** 2).sum(1) / total).clamp(min=min_var)
+        means = torch.einsum("gnk,gn->gk", resp, x) / total
+        squares = (x[:, :, None] - means[:, None, :]) ** 2
+        variances = (torch.einsum("gnk,gnk->gk", resp, squares) / total).clamp(min=min_var)
     order = means.argsort(1)
     return means.gather(1, order), variances.gather(1, order), weights.gather(1, order)
 
@@ -91,28 +99,34 @@ class ScoreMixtureThresholds:
         self.min_scores = min_scores
         self.value_range = tuple(float(v) for v in value_range)
         self.thresholds = torch.full((num_classes,), self.fixed)
+        self.fitted_at = torch.full((num_classes,), -window)  # window count at each class's last fit
 
     def update(self, scores, classes):
-        """Add a step's teacher scores (all ranks') and refit; returns the (C,) thresholds."""
+        """Add a step's teacher scores (all ranks') and refit the classes whose window has changed
+        by a tenth since their last fit; returns the (C,) thresholds."""
         scores = gather_across_ranks(scores.detach().float().cpu())
         classes = gather_across_ranks(classes.detach().cpu())
         self.window.add(scores, classes)
+        size = self.window.values.shape[1]
         filled = self.window.filled()
         ready = filled >= self.min_scores
-        if ready.any():
-            size = self.window.values.shape[1]
-            valid = torch.arange(size)[None, :] < filled[ready, None]
-            means, _, _ = fit_two_gaussians(self.window.values[ready], valid)
-            self.thresholds[ready] = means[:, 1].float().clamp(*self.value_range)
+        refit = ready & (self.window.count - self.fitted_at >= max(1, size // 10))
+        if refit.any():
+            valid = torch.arange(size)[None, :] < filled[refit, None]
+            means, _, _ = fit_two_gaussians(self.window.values[refit], valid)
+            self.thresholds[refit] = means[:, 1].float().clamp(*self.value_range)
+            self.fitted_at[refit] = self.window.count[refit]
         self.thresholds[~ready] = self.fixed
         return self.thresholds
 
     def state_dict(self):
-        return {"window": self.window.state_dict(), "thresholds": self.thresholds.clone()}
+        return {"window": self.window.state_dict(), "thresholds": self.thresholds.clone(),
+                "fitted_at": self.fitted_at.clone()}
 
     def load_state_dict(self, state):
         self.window.load_state_dict(state["window"])
         self.thresholds.copy_(state["thresholds"])
+        self.fitted_at.copy_(state["fitted_at"])
 
 
 class ReliabilityQuantileThreshold:
