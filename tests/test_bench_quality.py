@@ -1,0 +1,49 @@
+"""The quality benchmark's bookkeeping: runs read back per dataset, and the summary numbers
+against hand-computed values."""
+
+import json
+import os
+import sys
+
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, os.path.join(REPO, "bench"))
+import quality  # noqa: E402
+
+
+def write_run(root, dataset, arm, seed, ap, ap75):
+    folder = os.path.join(root, dataset, f"{arm}_seed{seed}")
+    os.makedirs(folder)
+    metrics = {"AP": ap, "AP50": ap + 20, "AP75": ap75}
+    run = {"curves": {"teacher": [[3200, metrics]]}, "final": {"teacher": metrics, "student": metrics}}
+    with open(os.path.join(folder, "quality_run.json"), "w") as f:
+        json.dump(run, f)
+
+
+def test_summary_per_dataset_and_the_top_level_faithful_numbers(tmp_path):
+    work = str(tmp_path / "work")
+    # shapes: a 40/42 (mean 41), b 60, c 46, e AP75 50, f 51 AP75 55 -> gap 0.263, plus 0.526
+    for arm, seed, ap, ap75 in (("a", 1, 40, 45), ("a", 2, 42, 47), ("b", 1, 60, 70), ("c", 1, 46, 51),
+                                ("e", 1, 47, 50), ("f", 1, 51, 55)):
+        write_run(work, "shapes", arm, seed, ap, ap75)
+    write_run(work, "glyphs", "a", 1, 30, 20)  # an arm alone: nothing to summarise yet
+    results = tmp_path / "results"
+    results.mkdir()
+    args = type("Args", (), {"work_dir": work, "results": str(results), "opts": []})
+    quality.write_results(args)
+    with open(results / "quality.json") as f:
+        out = json.load(f)
+    shapes = out["datasets"]["shapes"]
+    assert shapes["gap_closed"] == pytest.approx((46 - 41) / (60 - 41), abs=1e-4)
+    assert shapes["gap_closed_plus"] == pytest.approx((51 - 41) / (60 - 41), abs=1e-4)
+    assert shapes["ratio"] == pytest.approx(46 / 41, abs=1e-4)
+    assert shapes["jitter_gain_ap75"] == pytest.approx(55 - 50)  # (f) - (e)
+    assert shapes["jitter_gain_ap75_faithful"] == pytest.approx(51 - 50)  # (c) - (e)
+    assert shapes["arms"]["a"]["mean"]["teacher"]["AP"] == {"mean": 41.0, "spread": 2.0}
+    assert out["gap_closed"] == shapes["gap_closed"] and out["ratio"] == shapes["ratio"]
+    assert set(out["arms"]) == {"a", "b", "c", "e", "f"}
+    assert out["datasets"]["glyphs"].keys() == {"arms"}
+    assert out["plus_met"] == {"shapes/gap_closed_plus": False, "shapes/jitter_gain_ap75": True}
+    assert (results / "quality_curves_shapes.png").exists() and (results / "quality.png").exists()
