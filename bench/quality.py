@@ -9,8 +9,9 @@ DATASETS.CUSTOM as a user's own data would be): (a) supervised on 10 %, (b) supe
 (c) Soft Teacher on 10 % + the other 90 % unlabeled, (d) (c) without soft background weighting,
 (e) (c) without box jitter (no unlabeled box regression), which is also (f) without its one idea,
 (f) Soft Teacher plus ((c) with box jitter's adaptive reliability threshold), (g) (f) with the
-adaptive score thresholds too. The supervised arms augment labeled images as Soft Teacher's
-labeled stream does.
+adaptive score thresholds too, (h) (f) with the unsupervised weight decayed to 0 over the last 800
+iterations (the paper's schedule, not in the original code). The supervised arms augment labeled
+images as Soft Teacher's labeled stream does.
 Every run is ``train_net.py`` in its own process under ``output/bench/quality/<dataset>/``; a run
 that already finished is read back, not repeated, so an interrupted benchmark continues.
 ``--parallel N`` trains N runs at once (for a machine with many cores or a GPU; on 2 cores, 1).
@@ -53,6 +54,8 @@ ARMS = {
     "e": ("(c) without box jitter (no unlabeled regression)", SEMI_CONFIG, ["SEMI.BOX_JITTER", "False"]),
     "f": ("Soft Teacher plus: (c) with box jitter's adaptive reliability threshold", PLUS_CONFIG, []),
     "g": ("(f) with adaptive score thresholds", PLUS_CONFIG, ["SEMI.ADAPTIVE_SCORE_THRESH.ENABLED", "True"]),
+    "h": ("(f) with alpha decayed to 0 over the last 800 iterations", PLUS_CONFIG,
+          ["SEMI.UNSUP_WEIGHT_DECAY_ITERS", "800"]),
 }
 SUPERVISED = ("a", "b")
 METRICS = ("AP", "AP50", "AP75")
