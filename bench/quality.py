@@ -10,7 +10,8 @@ DATASETS.CUSTOM as a user's own data would be): (a) supervised on 10 %, (b) supe
 (e) (c) without box jitter (no unlabeled box regression), which is also (f) without its one idea,
 (f) Soft Teacher plus ((c) with box jitter's adaptive reliability threshold), (g) (f) with the
 adaptive score thresholds too, (h) (f) with the unsupervised weight decayed to 0 over the last 800
-iterations (the paper's schedule, not in the original code). The supervised arms augment labeled
+iterations (the paper's schedule, not in the original code), (i) (f) choosing regression boxes
+among all pseudo-boxes, not only the confident ones. The supervised arms augment labeled
 images as Soft Teacher's labeled stream does.
 Every run is ``train_net.py`` in its own process under ``output/bench/quality/<dataset>/``; a run
 that already finished is read back, not repeated, so an interrupted benchmark continues.
@@ -56,6 +57,8 @@ ARMS = {
     "g": ("(f) with adaptive score thresholds", PLUS_CONFIG, ["SEMI.ADAPTIVE_SCORE_THRESH.ENABLED", "True"]),
     "h": ("(f) with alpha decayed to 0 over the last 800 iterations", PLUS_CONFIG,
           ["SEMI.UNSUP_WEIGHT_DECAY_ITERS", "800"]),
+    "i": ("(f) regressing the most reliable half of all pseudo-boxes (score > 0.5)", PLUS_CONFIG,
+          ["SEMI.ADAPTIVE_REG_THRESH.MIN_SCORE", "0.5"]),
 }
 SUPERVISED = ("a", "b")
 METRICS = ("AP", "AP50", "AP75")

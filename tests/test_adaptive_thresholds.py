@@ -2,6 +2,7 @@
 config checks, logging and resuming."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from test_trainer import one_batch, student_and_labeler
 from softteacher import SoftTeacherTrainer
 from softteacher.annotation import saved_labeler_state
 from softteacher.config import validate_softteacher_config
-from softteacher.modeling import PseudoLabeler
+from softteacher.modeling import PseudoLabeler, pseudo_labels
 from softteacher.modeling.adaptive_thresholds import (
     ReliabilityQuantileThreshold,
     ScoreMixtureThresholds,
@@ -110,7 +111,7 @@ def test_labeler_keeps_by_each_class_threshold_and_adapts_only_on_training_steps
 def test_labeler_passes_the_most_reliable_fraction_for_regression(tiny_semi, tmp_path):
     cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **{
         "SEMI.ADAPTIVE_REG_THRESH.ENABLED": "True", "SEMI.ADAPTIVE_REG_THRESH.PASS_FRACTION": "0.5",
-        "SEMI.PSEUDO_SCORE_THRESH": "0.0",
+        "SEMI.ADAPTIVE_REG_THRESH.MIN_SCORE": "0.0", "SEMI.PSEUDO_SCORE_THRESH": "0.0",
     })
     _, labeler = student_and_labeler(cfg)
     _, unlabeled = one_batch(cfg)
@@ -125,6 +126,25 @@ def test_labeler_passes_the_most_reliable_fraction_for_regression(tiny_semi, tmp
     # the threshold is the median of the training step's reliabilities: about half pass
     assert 0.3 < stats["semi/jitter_pass_fraction"] < 0.7
     assert torch.equal(torch.cat([d.keep_reg for d in detections]), uncertainty < threshold)
+
+
+def test_adaptive_regression_boxes_are_the_reliable_half_of_those_above_the_minimum_score(
+    tiny_semi, tmp_path, monkeypatch
+):
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **{
+        "SEMI.ADAPTIVE_REG_THRESH.ENABLED": "True", "SEMI.ADAPTIVE_REG_THRESH.MIN_SCORE": "0.5",
+        "SEMI.PSEUDO_SCORE_THRESH": "0.0",
+    })
+    _, labeler = student_and_labeler(cfg)
+    scores = [0.9, 0.8, 0.7, 0.6, 0.4, 0.3]
+    raw = [_detections(scores, [0] * 6)]
+    labeler.teacher_detections = lambda weak: (raw, SimpleNamespace(refine=None))
+    reliabilities = torch.tensor([0.05, 0.01, 0.04, 0.02, 0.001, 0.002])  # the two lowest score <= 0.5
+    monkeypatch.setattr(pseudo_labels, "jitter_reliability", lambda *args: [reliabilities])
+    detections, _ = labeler.label([None], adapt=True)
+    # the window holds the 4 boxes above 0.5: median of 0.01, 0.02, 0.04, 0.05 = 0.03
+    assert labeler.reg_threshold == pytest.approx(0.03)
+    assert detections[0].keep_reg.tolist() == [False, True, False, True, False, False]
 
 
 def test_adaptive_thresholds_are_logged_per_class_and_resume(tiny_semi, tmp_path):
@@ -162,6 +182,7 @@ def test_adaptive_thresholds_are_logged_per_class_and_resume(tiny_semi, tmp_path
 @pytest.mark.parametrize("key, value, words", [
     ("SEMI.ADAPTIVE_SCORE_THRESH.RANGE", "(0.9, 0.5)", "low <= high"),
     ("SEMI.ADAPTIVE_REG_THRESH.PASS_FRACTION", "0.0", "a fraction in (0, 1]"),
+    ("SEMI.ADAPTIVE_REG_THRESH.MIN_SCORE", "1.5", "a score threshold in [0, 1]"),
     ("SEMI.ADAPTIVE_SCORE_THRESH.MIN_SCORES", "5000", "at most WINDOW"),
 ])
 def test_bad_adaptive_values_stop_at_start_naming_the_key(tiny_semi, tmp_path, key, value, words):

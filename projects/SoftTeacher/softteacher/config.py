@@ -43,10 +43,12 @@ def add_softteacher_config(cfg):
     cfg.SEMI.ADAPTIVE_SCORE_THRESH.WINDOW = 1000
     cfg.SEMI.ADAPTIVE_SCORE_THRESH.MIN_SCORES = 100
     cfg.SEMI.ADAPTIVE_SCORE_THRESH.RANGE = (0.5, 0.9)
-    # box jitter's threshold = the PASS_FRACTION quantile of the last WINDOW pseudo-boxes'
-    # reliabilities, instead of REG_UNCERTAINTY_THRESH
+    # box regression pseudo-boxes = those scoring above MIN_SCORE whose reliability is under the
+    # PASS_FRACTION quantile of the last WINDOW such boxes, instead of every pseudo-box under
+    # REG_UNCERTAINTY_THRESH
     cfg.SEMI.ADAPTIVE_REG_THRESH = CN()
     cfg.SEMI.ADAPTIVE_REG_THRESH.ENABLED = False
+    cfg.SEMI.ADAPTIVE_REG_THRESH.MIN_SCORE = 0.9
     cfg.SEMI.ADAPTIVE_REG_THRESH.PASS_FRACTION = 0.5
     cfg.SEMI.ADAPTIVE_REG_THRESH.WINDOW = 2000
     # the two ideas of the paper, each can be switched off for ablations
@@ -125,6 +127,8 @@ def validate_softteacher_config(cfg):
     low_high = tuple(adaptive_score.RANGE)
     _check(len(low_high) == 2 and 0.0 <= low_high[0] <= low_high[1] <= 1.0, "SEMI.ADAPTIVE_SCORE_THRESH.RANGE",
            adaptive_score.RANGE, "(low, high) with 0 <= low <= high <= 1")
+    _check(0.0 <= adaptive_reg.MIN_SCORE <= 1.0, "SEMI.ADAPTIVE_REG_THRESH.MIN_SCORE", adaptive_reg.MIN_SCORE,
+           "a score threshold in [0, 1]")
     _check(0.0 < adaptive_reg.PASS_FRACTION <= 1.0, "SEMI.ADAPTIVE_REG_THRESH.PASS_FRACTION",
            adaptive_reg.PASS_FRACTION, "a fraction in (0, 1]")
     for key, value in (("ADAPTIVE_SCORE_THRESH.WINDOW", adaptive_score.WINDOW),

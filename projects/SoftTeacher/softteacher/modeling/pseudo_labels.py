@@ -114,6 +114,7 @@ class PseudoLabeler:
         box_jitter=True,
         score_thresholds=None,
         reliability_threshold=None,
+        reg_min_score=0.0,
         class_names=None,
     ):
         """
@@ -122,6 +123,8 @@ class PseudoLabeler:
                 ``rpn_thresh`` and ``cls_thresh`` (None: the fixed ones).
             reliability_threshold: a :class:`ReliabilityQuantileThreshold` replacing
                 ``reg_uncertainty_thresh`` (None: the fixed one).
+            reg_min_score: regression pseudo-boxes must also score above this (with the adaptive
+                reliability threshold, whose window then holds only such boxes).
             Both adapt only on training steps (``__call__``), not when ``label`` is called alone.
         """
         self.teacher = teacher
@@ -133,6 +136,7 @@ class PseudoLabeler:
         self.box_jitter = box_jitter
         self.score_thresholds = score_thresholds
         self.reliability_threshold = reliability_threshold
+        self.reg_min_score = reg_min_score
         self.class_names = class_names
 
     @classmethod
@@ -157,6 +161,7 @@ class PseudoLabeler:
             "reliability_threshold": ReliabilityQuantileThreshold(
                 adaptive_reg.PASS_FRACTION, adaptive_reg.WINDOW
             ) if adaptive_reg.ENABLED and semi.BOX_JITTER else None,
+            "reg_min_score": adaptive_reg.MIN_SCORE if adaptive_reg.ENABLED else 0.0,
             "class_names": dataset_class_names(cfg),
         }
 
@@ -212,11 +217,12 @@ class PseudoLabeler:
                 head.refine, [d.pred_boxes.tensor for d in detections],
                 [d.pred_classes for d in detections], self.jitter_times, self.jitter_scale,
             )
+            candidates = [d.scores > self.reg_min_score for d in detections]
             if adapt and self.reliability_threshold is not None:
-                self.reliability_threshold.update(cat(uncertainty))
-            for d, u in zip(detections, uncertainty):
+                self.reliability_threshold.update(cat([u[c] for u, c in zip(uncertainty, candidates)]))
+            for d, u, c in zip(detections, uncertainty, candidates):
                 d.uncertainty = u
-                d.keep_reg = u < self.reg_threshold
+                d.keep_reg = (u < self.reg_threshold) & c
         return detections, head
 
     def state_dict(self):
@@ -307,7 +313,7 @@ class PseudoLabeler:
         if self.box_jitter:
             uncertainty = cat([d.uncertainty for d in detections])
             if len(uncertainty):
-                stats["semi/jitter_pass_fraction"] = (uncertainty < self.reg_threshold).float().mean().item()
+                stats["semi/jitter_pass_fraction"] = cat([d.keep_reg for d in detections]).float().mean().item()
                 stats["semi/jitter_uncertainty_median"] = uncertainty.median().item()
             if self.reliability_threshold is not None:
                 stats["semi/reg_uncertainty_thresh"] = self.reg_threshold
