@@ -9,7 +9,7 @@ DATASETS.CUSTOM as a user's own data would be): (a) supervised on 10 %, (b) supe
 (c) Soft Teacher on 10 % + the other 90 % unlabeled, (d) (c) without soft background weighting,
 (e) (c) without box jitter (no unlabeled box regression), which is also (f) without its one idea,
 (f) Soft Teacher plus ((c) with box jitter's adaptive reliability threshold), (g) (f) with the
-adaptive score thresholds too, (h) (f) with the unsupervised weight decayed to 0 over the last 800
+adaptive score thresholds too, (h) (c) with the unsupervised weight decayed to 0 over the last 800
 iterations (the paper's schedule, not in the original code), (i) (f) choosing regression boxes
 among all pseudo-boxes, not only the confident ones. The supervised arms augment labeled
 images as Soft Teacher's labeled stream does.
@@ -55,7 +55,7 @@ ARMS = {
     "e": ("(c) without box jitter (no unlabeled regression)", SEMI_CONFIG, ["SEMI.BOX_JITTER", "False"]),
     "f": ("Soft Teacher plus: (c) with box jitter's adaptive reliability threshold", PLUS_CONFIG, []),
     "g": ("(f) with adaptive score thresholds", PLUS_CONFIG, ["SEMI.ADAPTIVE_SCORE_THRESH.ENABLED", "True"]),
-    "h": ("(f) with alpha decayed to 0 over the last 800 iterations", PLUS_CONFIG,
+    "h": ("(c) with alpha decayed to 0 over the last 800 iterations", SEMI_CONFIG,
           ["SEMI.UNSUP_WEIGHT_DECAY_ITERS", "800"]),
     "i": ("(f) regressing the most reliable half of all pseudo-boxes (score > 0.5)", PLUS_CONFIG,
           ["SEMI.ADAPTIVE_REG_THRESH.MIN_SCORE", "0.5"]),
