@@ -53,12 +53,13 @@ ARMS = {
     "c": ("Soft Teacher, 10 % labeled + 90 % unlabeled", SEMI_CONFIG, []),
     "d": ("(c) without soft background weighting", SEMI_CONFIG, ["SEMI.SOFT_BG_WEIGHT", "False"]),
     "e": ("(c) without box jitter (no unlabeled regression)", SEMI_CONFIG, ["SEMI.BOX_JITTER", "False"]),
-    "f": ("Soft Teacher plus: (c) with box jitter's adaptive reliability threshold", PLUS_CONFIG, []),
+    "f": ("Soft Teacher plus: (c) with adaptive box jitter in unturned views", PLUS_CONFIG, []),
     "g": ("(f) with adaptive score thresholds", PLUS_CONFIG, ["SEMI.ADAPTIVE_SCORE_THRESH.ENABLED", "True"]),
     "h": ("(c) with alpha decayed to 0 over the last 800 iterations", SEMI_CONFIG,
           ["SEMI.UNSUP_WEIGHT_DECAY_ITERS", "800"]),
-    "i": ("(f) regressing the most reliable half of all pseudo-boxes (score > 0.5)", PLUS_CONFIG,
-          ["SEMI.ADAPTIVE_REG_THRESH.MIN_SCORE", "0.5"]),
+    "i": ("(j) regressing the most reliable half of all pseudo-boxes (score > 0.5)", PLUS_CONFIG,
+          ["SEMI.ADAPTIVE_REG_THRESH.MIN_SCORE", "0.5", "SEMI.REG_SKIP_TURNED_VIEWS", "False"]),
+    "j": ("(f) regressing in rotated and sheared views too", PLUS_CONFIG, ["SEMI.REG_SKIP_TURNED_VIEWS", "False"]),
 }
 SUPERVISED = ("a", "b")
 METRICS = ("AP", "AP50", "AP75")

@@ -4,6 +4,7 @@ config checks, logging and resuming."""
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from detectron2.structures import Boxes, Instances
@@ -190,3 +191,30 @@ def test_bad_adaptive_values_stop_at_start_naming_the_key(tiny_semi, tmp_path, k
     with pytest.raises(ValueError, match=key.replace(".", r"\.")) as error:
         validate_softteacher_config(cfg)
     assert words in str(error.value)
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_regression_pseudo_boxes_skip_rotated_and_sheared_strong_views(tiny_semi, tmp_path, skip):
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **{"SEMI.REG_SKIP_TURNED_VIEWS": str(skip)})
+    _, labeler = student_and_labeler(cfg)
+    angle = math.radians(15)
+    flip = np.array([[-1.0, 0, 64], [0, 1, 0], [0, 0, 1]])  # flips keep boxes exact
+    rotate = np.array([[math.cos(angle), -math.sin(angle), 20], [math.sin(angle), math.cos(angle), 0], [0, 0, 1]])
+    shear = np.array([[1.0, 0.3, 0], [0, 1, 0], [0, 0, 1]])
+    detections = []
+    for _ in range(3):
+        d = _detections([0.95, 0.95], [1, 2])
+        d.pred_boxes = Boxes(torch.tensor([[10.0, 10.0, 30.0, 30.0], [34.0, 20.0, 50.0, 44.0]]))
+        for branch in ("rpn", "cls", "reg"):
+            d.set(f"keep_{branch}", torch.ones(2, dtype=torch.bool))
+        d.uncertainty = torch.zeros(2)
+        detections.append(d)
+    labeler.label = lambda weak, adapt: (detections, SimpleNamespace(image_sizes=[(64, 64)] * 3))
+    unlabeled = [{"weak": {}, "strong": {"image": torch.zeros(3, 64, 64, dtype=torch.uint8)}, "weak_to_strong": m}
+                 for m in (flip, rotate, shear)]
+    with EventStorage(0):
+        inputs, _ = labeler(unlabeled)
+    assert [len(t) for t in inputs["cls_targets"]] == [2, 2, 2]  # classification keeps every view
+    assert [len(t) for t in inputs["reg_targets"]] == ([2, 0, 0] if skip else [2, 2, 2])
+    # in the flipped view the regression target is the exact mirrored box
+    assert inputs["reg_targets"][0].gt_boxes.tensor[0].tolist() == pytest.approx([34.0, 10.0, 54.0, 30.0])

@@ -82,6 +82,11 @@ def _targets(boxes, classes, image_size):
     return targets
 
 
+def turned(matrices, eps=1e-6):
+    """Which (N, 3, 3) affine maps rotate or shear (move a box off the axes)."""
+    return (matrices[:, 0, 1].abs() > eps) | (matrices[:, 1, 0].abs() > eps)
+
+
 def _image_index(counts, device):
     """The image each box of a concatenation belongs to, from the per-image box counts."""
     return torch.repeat_interleave(torch.arange(len(counts), device=device), torch.as_tensor(counts, device=device))
@@ -115,6 +120,7 @@ class PseudoLabeler:
         score_thresholds=None,
         reliability_threshold=None,
         reg_min_score=0.0,
+        reg_skip_turned_views=False,
         class_names=None,
     ):
         """
@@ -125,6 +131,8 @@ class PseudoLabeler:
                 ``reg_uncertainty_thresh`` (None: the fixed one).
             reg_min_score: regression pseudo-boxes must also score above this (with the adaptive
                 reliability threshold, whose window then holds only such boxes).
+            reg_skip_turned_views: no regression pseudo-boxes in strong views that are rotated or
+                sheared against the weak view (there a box maps to a loose hull).
             Both adapt only on training steps (``__call__``), not when ``label`` is called alone.
         """
         self.teacher = teacher
@@ -137,6 +145,7 @@ class PseudoLabeler:
         self.score_thresholds = score_thresholds
         self.reliability_threshold = reliability_threshold
         self.reg_min_score = reg_min_score
+        self.reg_skip_turned_views = reg_skip_turned_views
         self.class_names = class_names
 
     @classmethod
@@ -162,6 +171,7 @@ class PseudoLabeler:
                 adaptive_reg.PASS_FRACTION, adaptive_reg.WINDOW
             ) if adaptive_reg.ENABLED and semi.BOX_JITTER else None,
             "reg_min_score": adaptive_reg.MIN_SCORE if adaptive_reg.ENABLED else 0.0,
+            "reg_skip_turned_views": semi.REG_SKIP_TURNED_VIEWS,
             "class_names": dataset_class_names(cfg),
         }
 
@@ -266,6 +276,8 @@ class PseudoLabeler:
         targets = {}
         for branch in self.branches:
             keep = cat([d.get(f"keep_{branch}") for d in detections]) & visible
+            if branch == "reg" and self.reg_skip_turned_views:
+                keep &= ~turned(weak_to_strong)[image_index]
             targets[branch] = [
                 _targets(b[k], d.pred_classes[k], tuple(u["strong"]["image"].shape[1:]))
                 for b, k, d, u in zip(strong_boxes.split(counts), keep.split(counts), detections, unlabeled)
