@@ -213,8 +213,9 @@ def test_regression_pseudo_boxes_skip_rotated_and_sheared_strong_views(tiny_semi
     unlabeled = [{"weak": {}, "strong": {"image": torch.zeros(3, 64, 64, dtype=torch.uint8)}, "weak_to_strong": m}
                  for m in (flip, rotate, shear)]
     with EventStorage(0):
-        inputs, _ = labeler(unlabeled)
+        inputs, stats = labeler(unlabeled)
     assert [len(t) for t in inputs["cls_targets"]] == [2, 2, 2]  # classification keeps every view
+    assert stats["semi/pseudo_boxes_reg"] == pytest.approx(2 / 3 if skip else 2.0)  # per image, as trained
     assert [len(t) for t in inputs["reg_targets"]] == ([2, 0, 0] if skip else [2, 2, 2])
     # in the flipped view the regression target is the exact mirrored box
     assert inputs["reg_targets"][0].gt_boxes.tensor[0].tolist() == pytest.approx([34.0, 10.0, 54.0, 30.0])

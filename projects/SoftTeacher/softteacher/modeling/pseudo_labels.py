@@ -273,11 +273,12 @@ class PseudoLabeler:
         heights, widths = strong_sizes[image_index].unbind(1)
         strong_boxes = map_boxes(weak_to_strong[image_index], boxes.double(), heights, widths).float()
         visible = (strong_boxes[:, 2] > strong_boxes[:, 0]) & (strong_boxes[:, 3] > strong_boxes[:, 1])
+        if self.box_jitter and self.reg_skip_turned_views:  # before the statistics, which count it
+            for d, is_turned in zip(detections, turned(weak_to_strong).tolist()):
+                d.keep_reg = d.keep_reg & (not is_turned)
         targets = {}
         for branch in self.branches:
             keep = cat([d.get(f"keep_{branch}") for d in detections]) & visible
-            if branch == "reg" and self.reg_skip_turned_views:
-                keep &= ~turned(weak_to_strong)[image_index]
             targets[branch] = [
                 _targets(b[k], d.pred_classes[k], tuple(u["strong"]["image"].shape[1:]))
                 for b, k, d, u in zip(strong_boxes.split(counts), keep.split(counts), detections, unlabeled)
