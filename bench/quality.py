@@ -233,13 +233,13 @@ def collect(work_dir, dataset):
     """Every finished run of a dataset under the work dir: {arm: {seed: run}}."""
     root = os.path.join(work_dir, dataset)
     runs = {}
-    for arm in ARMS:
-        for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-            done = os.path.join(root, name, "quality_run.json")
-            if name.startswith(f"{arm}_seed") and os.path.exists(done):
-                with open(done) as f:
-                    runs.setdefault(arm, {})[name.split("seed")[1]] = json.load(f)
-    return runs
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        arm, _, seed = name.partition("_seed")
+        done = os.path.join(root, name, "quality_run.json")
+        if arm in ARMS and os.path.exists(done):
+            with open(done) as f:
+                runs.setdefault(arm, {})[seed] = json.load(f)
+    return {arm: runs[arm] for arm in ARMS if arm in runs}  # in the arms' order
 
 
 def write_results(args):

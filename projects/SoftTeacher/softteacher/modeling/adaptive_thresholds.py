@@ -116,8 +116,7 @@ class ScoreMixtureThresholds:
             means, _, _ = fit_two_gaussians(self.window.values[refit], valid)
             self.thresholds[refit] = means[:, 1].float().clamp(*self.value_range)
             self.fitted_at[refit] = self.window.count[refit]
-        self.thresholds[~ready] = self.fixed
-        return self.thresholds
+        return self.thresholds  # a class not ready yet keeps the fixed value it started with
 
     def state_dict(self):
         return {"window": self.window.state_dict(), "thresholds": self.thresholds.clone(),

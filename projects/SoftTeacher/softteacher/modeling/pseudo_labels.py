@@ -217,11 +217,12 @@ class PseudoLabeler:
         if adapt and self.score_thresholds is not None:
             self.score_thresholds.update(cat([d.scores for d in detections]), cat([d.pred_classes for d in detections]))
         detections = [d[d.scores > self.score_thresh] for d in detections]
+        per_class = None if self.score_thresholds is None else self.score_thresholds.thresholds
         for d in detections:
+            if per_class is not None:  # one threshold per class, for the RPN and classification alike
+                keep = d.scores > per_class.to(d.scores.device)[d.pred_classes]
             for branch, thresh in self.thresholds.items():
-                if self.score_thresholds is not None:
-                    thresh = self.score_thresholds.thresholds.to(d.scores.device)[d.pred_classes]
-                d.set(f"keep_{branch}", d.scores > thresh)
+                d.set(f"keep_{branch}", keep if per_class is not None else d.scores > thresh)
         if self.box_jitter:
             uncertainty = jitter_reliability(
                 head.refine, [d.pred_boxes.tensor for d in detections],
