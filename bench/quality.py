@@ -60,6 +60,8 @@ ARMS = {
     "i": ("(j) regressing the most reliable half of all pseudo-boxes (score > 0.5)", PLUS_CONFIG,
           ["SEMI.ADAPTIVE_REG_THRESH.MIN_SCORE", "0.5", "SEMI.REG_SKIP_TURNED_VIEWS", "False"]),
     "j": ("(f) regressing in rotated and sheared views too", PLUS_CONFIG, ["SEMI.REG_SKIP_TURNED_VIEWS", "False"]),
+    "k": ("(c) with uncertain detections (0.5-0.9) ignored, not background", SEMI_CONFIG,
+          ["SEMI.IGNORE_UNCERTAIN", "True", "MODEL.PROPOSAL_GENERATOR.NAME", "PseudoLabelRPN"]),
 }
 SUPERVISED = ("a", "b")
 METRICS = ("AP", "AP50", "AP75")

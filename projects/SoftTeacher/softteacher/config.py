@@ -54,6 +54,10 @@ def add_softteacher_config(cfg):
     # box regression learns only from strong views that are not rotated or sheared: there a
     # pseudo-box maps to the loose hull of the turned box (a 15-degree turn of a square: IoU 0.67)
     cfg.SEMI.REG_SKIP_TURNED_VIEWS = False
+    # teacher detections above PSEUDO_SCORE_THRESH that miss the RPN or classification threshold
+    # are ignored regions there (neither object nor background) instead of background; needs
+    # MODEL.PROPOSAL_GENERATOR.NAME "PseudoLabelRPN"
+    cfg.SEMI.IGNORE_UNCERTAIN = False
     # the two ideas of the paper, each can be switched off for ablations
     cfg.SEMI.SOFT_BG_WEIGHT = True
     cfg.SEMI.BOX_JITTER = True

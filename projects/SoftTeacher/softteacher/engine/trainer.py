@@ -12,13 +12,13 @@ import time
 
 import torch
 from detectron2.engine import DefaultTrainer, SimpleTrainer, hooks
-from detectron2.modeling import META_ARCH_REGISTRY, ROI_HEADS_REGISTRY, build_model
+from detectron2.modeling import META_ARCH_REGISTRY, PROPOSAL_GENERATOR_REGISTRY, ROI_HEADS_REGISTRY, build_model
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data import SkippedImages, build_labeled_unlabeled_loader
-from ..modeling import PseudoLabeler, SemiSupervisedRCNN, SoftTeacherROIHeads
+from ..modeling import PseudoLabeler, PseudoLabelRPN, SemiSupervisedRCNN, SoftTeacherROIHeads
 from .checkpoint import SafeCheckpointer
 from .cpu_ddp import cpu_ddp_support
 from .ema import EMATeacherHook
@@ -150,6 +150,13 @@ def check_semi_supervised_model(cfg):
         raise ValueError(
             f"MODEL.ROI_HEADS.NAME = {cfg.MODEL.ROI_HEADS.NAME!r}: semi-supervised training "
             "needs SoftTeacherROIHeads or a subclass"
+        )
+    if cfg.SEMI.IGNORE_UNCERTAIN and not issubclass(
+        PROPOSAL_GENERATOR_REGISTRY.get(cfg.MODEL.PROPOSAL_GENERATOR.NAME), PseudoLabelRPN
+    ):
+        raise ValueError(
+            f"MODEL.PROPOSAL_GENERATOR.NAME = {cfg.MODEL.PROPOSAL_GENERATOR.NAME!r}: SEMI.IGNORE_UNCERTAIN "
+            "needs PseudoLabelRPN or a subclass"
         )
 
 

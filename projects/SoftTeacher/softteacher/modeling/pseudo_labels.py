@@ -11,7 +11,10 @@ branch of the student's loss:
 | ROI box regression (box jitter) | jitter reliability < ``REG_UNCERTAINTY_THRESH`` |
 
 Opt-in (``SEMI.ADAPTIVE_SCORE_THRESH``, ``SEMI.ADAPTIVE_REG_THRESH``): per-class score thresholds
-and a reliability threshold that follow the teacher (:mod:`.adaptive_thresholds`).
+and a reliability threshold that follow the teacher (:mod:`.adaptive_thresholds`). Opt-in
+(``SEMI.IGNORE_UNCERTAIN``): detections above ``PSEUDO_SCORE_THRESH`` that miss the RPN or
+classification threshold are ignored regions (class ``IGNORE``) for that branch instead of
+background, unless they overlap a kept pseudo-box (IoU >= 0.5: the same object).
 
 Boxes are mapped into the strong view with each image's recorded weak -> strong matrix. The
 teacher's features stay cached for the step, so that the student's sampled boxes can be mapped
@@ -30,6 +33,7 @@ from detectron2.structures import Boxes, Instances, pairwise_iou
 from ..data.augmentations import map_boxes
 from .adaptive_thresholds import ReliabilityQuantileThreshold, ScoreMixtureThresholds
 from .box_jitter import jitter_reliability
+from .rpn import IGNORE
 
 BRANCHES = ("rpn", "cls", "reg")
 
@@ -82,6 +86,19 @@ def _targets(boxes, classes, image_size):
     return targets
 
 
+def with_ignored(targets, uncertain_boxes, same_object_iou=0.5):
+    """``targets`` plus the uncertain boxes that do not overlap one of its boxes by
+    ``same_object_iou``, as class ``IGNORE``."""
+    if len(uncertain_boxes) == 0:
+        return targets
+    if len(targets):
+        overlap = pairwise_iou(Boxes(uncertain_boxes), targets.gt_boxes).max(dim=1).values
+        uncertain_boxes = uncertain_boxes[overlap < same_object_iou]
+    ignored = _targets(uncertain_boxes, targets.gt_classes.new_full((len(uncertain_boxes),), IGNORE),
+                       targets.image_size)
+    return Instances.cat([targets, ignored])
+
+
 def turned(matrices, eps=1e-6):
     """Which (N, 3, 3) affine maps rotate or shear (move a box off the axes)."""
     return (matrices[:, 0, 1].abs() > eps) | (matrices[:, 1, 0].abs() > eps)
@@ -121,6 +138,7 @@ class PseudoLabeler:
         reliability_threshold=None,
         reg_min_score=0.0,
         reg_skip_turned_views=False,
+        ignore_uncertain=False,
         class_names=None,
     ):
         """
@@ -133,6 +151,8 @@ class PseudoLabeler:
                 reliability threshold, whose window then holds only such boxes).
             reg_skip_turned_views: no regression pseudo-boxes in strong views that are rotated or
                 sheared against the weak view (there a box maps to a loose hull).
+            ignore_uncertain: detections that miss the RPN or classification threshold are ignored
+                regions for that branch, not background (needs a :class:`PseudoLabelRPN`).
             Both adapt only on training steps (``__call__``), not when ``label`` is called alone.
         """
         self.teacher = teacher
@@ -146,6 +166,7 @@ class PseudoLabeler:
         self.reliability_threshold = reliability_threshold
         self.reg_min_score = reg_min_score
         self.reg_skip_turned_views = reg_skip_turned_views
+        self.ignore_uncertain = ignore_uncertain
         self.class_names = class_names
 
     @classmethod
@@ -172,6 +193,7 @@ class PseudoLabeler:
             ) if adaptive_reg.ENABLED and semi.BOX_JITTER else None,
             "reg_min_score": adaptive_reg.MIN_SCORE if adaptive_reg.ENABLED else 0.0,
             "reg_skip_turned_views": semi.REG_SKIP_TURNED_VIEWS,
+            "ignore_uncertain": semi.IGNORE_UNCERTAIN,
             "class_names": dataset_class_names(cfg),
         }
 
@@ -284,6 +306,11 @@ class PseudoLabeler:
                 _targets(b[k], d.pred_classes[k], tuple(u["strong"]["image"].shape[1:]))
                 for b, k, d, u in zip(strong_boxes.split(counts), keep.split(counts), detections, unlabeled)
             ]
+            if self.ignore_uncertain and branch != "reg":
+                uncertain = (visible & ~keep).split(counts)
+                targets[branch] = [
+                    with_ignored(t, b[u]) for t, b, u in zip(targets[branch], strong_boxes.split(counts), uncertain)
+                ]
         strong_to_weak = torch.linalg.inv(weak_to_strong)
         weak_sizes = torch.as_tensor(head.image_sizes, device=boxes.device, dtype=torch.float64)
 
@@ -303,7 +330,11 @@ class PseudoLabeler:
             "reg_targets": targets.get("reg"),
             "background_probs": background_probs,
         }
-        return inputs, self._statistics(unlabeled, detections)
+        stats = self._statistics(unlabeled, detections)
+        if self.ignore_uncertain:
+            ignored = sum(int((t.gt_classes == IGNORE).sum()) for t in targets["cls"])
+            stats["semi/ignored_boxes_cls"] = ignored / max(len(unlabeled), 1)
+        return inputs, stats
 
     def _statistics(self, unlabeled, detections):
         stats = {}

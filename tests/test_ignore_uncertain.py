@@ -1,0 +1,111 @@
+"""Uncertain teacher detections as ignored regions (SEMI.IGNORE_UNCERTAIN): the targets the
+labeller builds, the RPN anchors and ROI samples they take out of the loss, the config check."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances, pairwise_iou
+from detectron2.utils.events import EventStorage
+from test_adaptive_thresholds import _detections
+from test_trainer import one_batch, student_and_labeler
+
+from softteacher import SoftTeacherTrainer
+from softteacher.modeling import IGNORE
+from softteacher.modeling.pseudo_labels import _targets, with_ignored
+
+from conftest import soft_teacher_cfg
+
+PLUS_RPN = {"MODEL.PROPOSAL_GENERATOR.NAME": "PseudoLabelRPN"}
+
+
+def test_uncertain_boxes_join_the_targets_as_ignored_unless_they_are_a_kept_object():
+    kept = _targets(torch.tensor([[0.0, 0.0, 10.0, 10.0]]), torch.tensor([2]), (64, 64))
+    uncertain = torch.tensor([[1.0, 1.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]])  # IoU 0.81 with kept; 0
+    out = with_ignored(kept, uncertain)
+    assert out.gt_classes.tolist() == [2, IGNORE]
+    assert out.gt_boxes.tensor.tolist() == [[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]]
+    empty = _targets(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), (64, 64))
+    assert with_ignored(empty, uncertain).gt_classes.tolist() == [IGNORE, IGNORE]
+
+
+def test_labeler_turns_detections_under_a_branch_threshold_into_ignored_regions(tiny_semi, tmp_path):
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **PLUS_RPN, **{
+        "SEMI.IGNORE_UNCERTAIN": "True", "SEMI.RPN_PSEUDO_THRESH": "0.9", "SEMI.CLS_PSEUDO_THRESH": "0.7",
+    })
+    _, labeler = student_and_labeler(cfg)
+    d = _detections([0.95, 0.8, 0.6], [1, 2, 0])
+    d.pred_boxes = Boxes(torch.tensor([[4.0, 4.0, 20.0, 20.0], [30.0, 4.0, 50.0, 20.0], [4.0, 30.0, 20.0, 50.0]]))
+    d.keep_rpn, d.keep_cls, d.keep_reg = d.scores > 0.9, d.scores > 0.7, d.scores > 2
+    d.uncertainty = torch.zeros(3)
+    labeler.label = lambda weak, adapt: ([d], SimpleNamespace(image_sizes=[(64, 64)]))
+    identity = np.eye(3)
+    with EventStorage(0):
+        inputs, stats = labeler([{"weak": {}, "strong": {"image": torch.zeros(3, 64, 64)}, "weak_to_strong": identity}])
+    assert inputs["rpn_targets"][0].gt_classes.tolist() == [1, IGNORE, IGNORE]
+    assert inputs["cls_targets"][0].gt_classes.tolist() == [1, 2, IGNORE]
+    assert inputs["cls_targets"][0].gt_boxes.tensor[2].tolist() == [4.0, 30.0, 20.0, 50.0]
+    assert len(inputs["reg_targets"][0]) == 0  # regression never gets ignored regions
+    assert stats["semi/ignored_boxes_cls"] == 1.0
+
+
+def _rpn_and_anchors(tiny_semi, tmp_path, name):
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **{
+        "MODEL.PROPOSAL_GENERATOR.NAME": name, "MODEL.RPN.BATCH_SIZE_PER_IMAGE": "1000000",
+    })
+    rpn = build_model(cfg).proposal_generator
+    features = {f: torch.zeros(1, 1, 64 // s, 64 // s) for f, s in zip(rpn.in_features, (4, 8, 16, 32, 64))}
+    return rpn, rpn.anchor_generator([features[f] for f in rpn.in_features])
+
+
+def test_rpn_leaves_anchors_near_an_ignored_region_out_and_keeps_the_rest(tiny_semi, tmp_path):
+    torch.manual_seed(0)  # no anchor is subsampled away (BATCH_SIZE_PER_IMAGE covers all)
+    rpn, anchors = _rpn_and_anchors(tiny_semi, tmp_path, "PseudoLabelRPN")
+    obj, ignored = [8.0, 8.0, 28.0, 28.0], [36.0, 36.0, 60.0, 60.0]
+    targets = _targets(torch.tensor([obj, ignored]), torch.tensor([0, IGNORE]), (64, 64))
+    labels, _ = rpn.label_and_sample_anchors(anchors, [targets])
+    plain, _ = rpn.label_and_sample_anchors(anchors, [targets[:1]])
+    near = pairwise_iou(Boxes(torch.tensor([ignored])), Boxes.cat(anchors))[0] >= 0.3
+    assert near.sum() > 0
+    assert (labels[0][near] == -1).all()  # neither object nor background
+    assert torch.equal(labels[0][~near], plain[0][~near])  # elsewhere as with the object alone
+    assert (plain[0][near] == 0).all()  # which would have made them background
+
+
+def test_roi_sampling_skips_proposals_on_an_ignored_region(tiny_semi, tmp_path):
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **{"MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": "512"})
+    heads = build_model(cfg).roi_heads
+    proposals = Instances((64, 64))
+    proposals.proposal_boxes = Boxes(torch.tensor([[8.0, 8.0, 28.0, 29.0], [36.0, 36.0, 60.0, 61.0], [0, 40.0, 20, 60]]))
+    proposals.objectness_logits = torch.zeros(3)
+    targets = _targets(torch.tensor([[8.0, 8.0, 28.0, 28.0], [36.0, 36.0, 60.0, 60.0]]), torch.tensor([3, IGNORE]), (64, 64))
+    with EventStorage(0):
+        (samples,) = heads.label_and_sample_proposals([proposals], [targets])
+    # the object's proposal and the object itself (appended): class 3; the far one: background;
+    # the ignored region and its proposal: not sampled
+    assert sorted(samples.gt_classes.tolist()) == [3, 3, heads.num_classes]
+
+
+def test_ignoring_without_the_rpn_that_can_stops_at_start_naming_the_key(tiny_semi, tmp_path):
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **{"SEMI.IGNORE_UNCERTAIN": "True"})
+    with pytest.raises(ValueError, match=r"MODEL\.PROPOSAL_GENERATOR\.NAME = 'RPN'.*SEMI\.IGNORE_UNCERTAIN"):
+        SoftTeacherTrainer(cfg)
+
+
+def test_a_step_where_every_detection_is_uncertain_trains_on_background_only(tiny_semi, tmp_path):
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **PLUS_RPN, **{
+        "SEMI.IGNORE_UNCERTAIN": "True", "SEMI.PSEUDO_SCORE_THRESH": "0.0",  # a random teacher's
+        "SEMI.RPN_PSEUDO_THRESH": "1.0", "SEMI.CLS_PSEUDO_THRESH": "1.0",  # detections: all uncertain
+    })
+    student, labeler = student_and_labeler(cfg)
+    labeled, unlabeled = one_batch(cfg)
+    with EventStorage(0):
+        inputs, stats = labeler(unlabeled)
+        losses = student(labeled, unlabeled=inputs)
+    assert stats["semi/ignored_boxes_cls"] > 0
+    assert all((t.gt_classes == IGNORE).all() for t in inputs["cls_targets"])
+    assert losses["unsup_loss_rpn_cls"] > 0 and losses["unsup_loss_cls"] > 0  # background still teaches
+    assert losses["unsup_loss_rpn_loc"] == 0  # no object, no box to learn
+    assert all(torch.isfinite(v) for v in losses.values())
