@@ -78,9 +78,10 @@ def test_roi_sampling_skips_proposals_on_an_ignored_region(tiny_semi, tmp_path):
     cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **{"MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": "512"})
     heads = build_model(cfg).roi_heads
     proposals = Instances((64, 64))
-    proposals.proposal_boxes = Boxes(torch.tensor([[8.0, 8.0, 28.0, 29.0], [36.0, 36.0, 60.0, 61.0], [0, 40.0, 20, 60]]))
+    obj, ignored, far = [8.0, 8.0, 28.0, 28.0], [36.0, 36.0, 60.0, 60.0], [0.0, 40.0, 20.0, 60.0]
+    proposals.proposal_boxes = Boxes(torch.tensor([[8.0, 8.0, 28.0, 29.0], [36.0, 36.0, 60.0, 61.0], far]))
     proposals.objectness_logits = torch.zeros(3)
-    targets = _targets(torch.tensor([[8.0, 8.0, 28.0, 28.0], [36.0, 36.0, 60.0, 60.0]]), torch.tensor([3, IGNORE]), (64, 64))
+    targets = _targets(torch.tensor([obj, ignored]), torch.tensor([3, IGNORE]), (64, 64))
     with EventStorage(0):
         (samples,) = heads.label_and_sample_proposals([proposals], [targets])
     # the object's proposal and the object itself (appended): class 3; the far one: background;
