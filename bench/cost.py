@@ -160,7 +160,8 @@ def time_steps(student, labeler, optimizer, batches, warmup, alpha, amp, device)
                         inputs = soft_teacher_step(step_clock, student, labeler, optimizer, labeled, unlabeled,
                                                    alpha, amp)
                         per_step.append(step_clock.now() - start)
-                        boxes.append(sum(len(t) for t in inputs["cls_targets"]) / len(unlabeled))
+                        kept = sum(int((t.gt_classes >= 0).sum()) for t in inputs["cls_targets"])  # not ignored
+                        boxes.append(kept / len(unlabeled))
                     else:
                         start = base_clock.now()
                         unavoidable_work(base_clock, student, labeler.teacher, optimizer, labeled, unlabeled,
