@@ -7,12 +7,12 @@
 Per dataset (``shapes``: the embedded data; ``glyphs``: printed characters, registered through
 DATASETS.CUSTOM as a user's own data would be): (a) supervised on 10 %, (b) supervised on 100 %,
 (c) Soft Teacher on 10 % + the other 90 % unlabeled, (d) (c) without soft background weighting,
-(e) (c) without box jitter (no unlabeled box regression), which is also (f) without its one idea,
-(f) Soft Teacher plus ((c) with box jitter's adaptive reliability threshold), (g) (f) with the
-adaptive score thresholds too, (h) (c) with the unsupervised weight decayed to 0 over the last 800
-iterations (the paper's schedule, not in the original code), (i) (f) choosing regression boxes
-among all pseudo-boxes, not only the confident ones. The supervised arms augment labeled
-images as Soft Teacher's labeled stream does.
+(e) (c) without box jitter (no unlabeled box regression), (f) Soft Teacher plus (the
+``soft_teacher_plus`` config), and one arm per opt-in idea on top of (c): (j) adaptive box jitter,
+(l) (j) only in unturned strong views, (i) (j) choosing among all pseudo-boxes, (g) (l) with
+adaptive score thresholds, (k) uncertain detections ignored instead of background, (h) the
+unsupervised weight decayed to 0 over the last 800 iterations (the paper's schedule, not in the
+original code). The supervised arms augment labeled images as Soft Teacher's labeled stream does.
 Every run is ``train_net.py`` in its own process under ``output/bench/quality/<dataset>/``; a run
 that already finished is read back, not repeated, so an interrupted benchmark continues.
 ``--parallel N`` trains N runs at once (for a machine with many cores or a GPU; on 2 cores, 1).
@@ -21,7 +21,7 @@ Trailing KEY VALUE pairs go to every run (e.g. ``SOLVER.MAX_ITER 400`` for a qui
 Writes ``bench/results/quality.json``: top level, (c) vs (a) and (b) on shapes (``ratio`` = (c)
 teacher AP / (a) AP; ``gap_closed`` = ((c) - (a)) / ((b) - (a))) and its ``arms``; under
 ``datasets``, per dataset, every arm's teacher and student AP/AP50/AP75 per seed with mean and
-spread, ``gap_closed``, ``gap_closed_plus`` ((f) instead of (c)) and ``jitter_gain_ap75`` ((f) -
+spread, ``gap_closed``, ``gap_closed_plus`` ((f) instead of (c)) and ``jitter_gain_ap75`` ((l) -
 (e) AP75: adaptive box jitter against none; ``jitter_gain_ap75_faithful``: (c) - (e)). Also
 ``quality.md`` (tables), ``quality.png`` (bars) and ``quality_curves_<dataset>.png`` (AP over
 iterations of every arm, first seed).
@@ -47,21 +47,26 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASETS = {"shapes": os.path.join("configs", "Shapes"), "glyphs": os.path.join("configs", "Glyphs")}
 SEMI_CONFIG = "soft_teacher_R18_FPN_10pct.yaml"
 PLUS_CONFIG = "soft_teacher_plus_R18_FPN_10pct.yaml"
+ADAPTIVE_JITTER = ["SEMI.ADAPTIVE_REG_THRESH.ENABLED", "True"]
+IGNORE_UNCERTAIN = ["SEMI.IGNORE_UNCERTAIN", "True", "MODEL.PROPOSAL_GENERATOR.NAME", "PseudoLabelRPN"]
 ARMS = {
     "a": ("supervised, 10 % labeled", "supervised_R18_FPN_10pct.yaml", []),
     "b": ("supervised, 100 % labeled", "supervised_R18_FPN_100pct.yaml", []),
     "c": ("Soft Teacher, 10 % labeled + 90 % unlabeled", SEMI_CONFIG, []),
     "d": ("(c) without soft background weighting", SEMI_CONFIG, ["SEMI.SOFT_BG_WEIGHT", "False"]),
     "e": ("(c) without box jitter (no unlabeled regression)", SEMI_CONFIG, ["SEMI.BOX_JITTER", "False"]),
-    "f": ("Soft Teacher plus: (c) with adaptive box jitter in unturned views", PLUS_CONFIG, []),
-    "g": ("(f) with adaptive score thresholds", PLUS_CONFIG, ["SEMI.ADAPTIVE_SCORE_THRESH.ENABLED", "True"]),
+    "f": ("Soft Teacher plus (the soft_teacher_plus config)", PLUS_CONFIG, []),
+    "g": ("(l) with adaptive score thresholds", SEMI_CONFIG,
+          ADAPTIVE_JITTER + ["SEMI.REG_SKIP_TURNED_VIEWS", "True", "SEMI.ADAPTIVE_SCORE_THRESH.ENABLED", "True"]),
     "h": ("(c) with alpha decayed to 0 over the last 800 iterations", SEMI_CONFIG,
           ["SEMI.UNSUP_WEIGHT_DECAY_ITERS", "800"]),
-    "i": ("(j) regressing the most reliable half of all pseudo-boxes (score > 0.5)", PLUS_CONFIG,
-          ["SEMI.ADAPTIVE_REG_THRESH.MIN_SCORE", "0.5", "SEMI.REG_SKIP_TURNED_VIEWS", "False"]),
-    "j": ("(f) regressing in rotated and sheared views too", PLUS_CONFIG, ["SEMI.REG_SKIP_TURNED_VIEWS", "False"]),
-    "k": ("(c) with uncertain detections (0.5-0.9) ignored, not background", SEMI_CONFIG,
-          ["SEMI.IGNORE_UNCERTAIN", "True", "MODEL.PROPOSAL_GENERATOR.NAME", "PseudoLabelRPN"]),
+    "i": ("(j) regressing the most reliable half of all pseudo-boxes (score > 0.5)", SEMI_CONFIG,
+          ADAPTIVE_JITTER + ["SEMI.ADAPTIVE_REG_THRESH.MIN_SCORE", "0.5"]),
+    "j": ("(c) with adaptive box jitter: the more reliable half of the confident pseudo-boxes", SEMI_CONFIG,
+          ADAPTIVE_JITTER),
+    "k": ("(c) with uncertain detections (0.5-0.9) ignored, not background", SEMI_CONFIG, IGNORE_UNCERTAIN),
+    "l": ("(j) regressing only in strong views that are not rotated or sheared", SEMI_CONFIG,
+          ADAPTIVE_JITTER + ["SEMI.REG_SKIP_TURNED_VIEWS", "True"]),
 }
 SUPERVISED = ("a", "b")
 METRICS = ("AP", "AP50", "AP75")
@@ -171,7 +176,7 @@ def dataset_summary(arms):
             out[key] = round((teacher(arms, arm) - a) / (b - a), 4)
     if a is not None and "c" in arms:
         out["ratio"] = round(teacher(arms, "c") / a, 4)
-    for key, (with_jitter, without) in (("jitter_gain_ap75", ("f", "e")), ("jitter_gain_ap75_faithful", ("c", "e"))):
+    for key, (with_jitter, without) in (("jitter_gain_ap75", ("l", "e")), ("jitter_gain_ap75_faithful", ("c", "e"))):
         if with_jitter in arms and without in arms:
             out[key] = round(teacher(arms, with_jitter, "AP75") - teacher(arms, without, "AP75"), 2)
     return out
@@ -187,7 +192,7 @@ def table_lines(arms, summary):
                 cells.append(f"{value['mean']:.1f}" + (f" ±{value['spread'] / 2:.1f}" if value["spread"] else ""))
         lines.append(f"| ({arm}) | {result['what']} | " + " | ".join(cells) + f" | {len(result['seeds'])} |")
     words = {"gap_closed": "gap closed by (c)", "gap_closed_plus": "gap closed by (f)", "ratio": "(c)/(a) AP",
-             "jitter_gain_ap75": "adaptive box jitter's AP75 gain, (f)-(e)",
+             "jitter_gain_ap75": "adaptive box jitter's AP75 gain, (l)-(e)",
              "jitter_gain_ap75_faithful": "box jitter's AP75 gain, faithful, (c)-(e)"}
     if summary:
         lines += ["", "; ".join(f"{words[k]}: **{v:+.2f}**" if k.startswith("jitter") else f"{words[k]}: **{v:.3f}**"

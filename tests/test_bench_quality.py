@@ -24,9 +24,9 @@ def write_run(root, dataset, arm, seed, ap, ap75):
 
 def test_summary_per_dataset_and_the_top_level_faithful_numbers(tmp_path):
     work = str(tmp_path / "work")
-    # shapes: a 40/42 (mean 41), b 60, c 46, e AP75 50, f 51 AP75 55 -> gap 0.263, plus 0.526
+    # shapes: a 40/42 (mean 41), b 60, c 46, e AP75 50, f 51, l AP75 55 -> gap 0.263, plus 0.526
     for arm, seed, ap, ap75 in (("a", 1, 40, 45), ("a", 2, 42, 47), ("b", 1, 60, 70), ("c", 1, 46, 51),
-                                ("e", 1, 47, 50), ("f", 1, 51, 55)):
+                                ("e", 1, 47, 50), ("f", 1, 51, 53), ("l", 1, 48, 55)):
         write_run(work, "shapes", arm, seed, ap, ap75)
     write_run(work, "glyphs", "a", 1, 30, 20)  # an arm alone: nothing to summarise yet
     results = tmp_path / "results"
@@ -39,11 +39,11 @@ def test_summary_per_dataset_and_the_top_level_faithful_numbers(tmp_path):
     assert shapes["gap_closed"] == pytest.approx((46 - 41) / (60 - 41), abs=1e-4)
     assert shapes["gap_closed_plus"] == pytest.approx((51 - 41) / (60 - 41), abs=1e-4)
     assert shapes["ratio"] == pytest.approx(46 / 41, abs=1e-4)
-    assert shapes["jitter_gain_ap75"] == pytest.approx(55 - 50)  # (f) - (e)
+    assert shapes["jitter_gain_ap75"] == pytest.approx(55 - 50)  # (l) - (e): adaptive box jitter
     assert shapes["jitter_gain_ap75_faithful"] == pytest.approx(51 - 50)  # (c) - (e)
     assert shapes["arms"]["a"]["mean"]["teacher"]["AP"] == {"mean": 41.0, "spread": 2.0}
     assert out["gap_closed"] == shapes["gap_closed"] and out["ratio"] == shapes["ratio"]
-    assert set(out["arms"]) == {"a", "b", "c", "e", "f"}
+    assert set(out["arms"]) == {"a", "b", "c", "e", "f", "l"}
     assert out["datasets"]["glyphs"].keys() == {"arms"}
     assert out["plus_met"] == {"shapes/gap_closed_plus": False, "shapes/jitter_gain_ap75": True}
     assert (results / "quality_curves_shapes.png").exists() and (results / "quality.png").exists()
