@@ -110,3 +110,23 @@ def test_a_step_where_every_detection_is_uncertain_trains_on_background_only(tin
     assert losses["unsup_loss_rpn_cls"] > 0 and losses["unsup_loss_cls"] > 0  # background still teaches
     assert losses["unsup_loss_rpn_loc"] == 0  # no object, no box to learn
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_a_model_trained_with_the_ignoring_rpn_exports_to_detectron2s_own(tiny_semi, tmp_path):
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import get_cfg
+    from detectron2.modeling.proposal_generator import RPN
+
+    from softteacher.export import export_plain_model
+
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **PLUS_RPN)
+    trained = build_model(cfg)
+    torch.save({"model": trained.state_dict()}, tmp_path / "ckpt.pth")
+    _, config = export_plain_model(cfg, str(tmp_path / "ckpt.pth"), "student", str(tmp_path / "exported"))
+    plain_cfg = get_cfg()
+    plain_cfg.merge_from_file(config)
+    plain = build_model(plain_cfg)
+    assert type(plain.proposal_generator) is RPN
+    DetectionCheckpointer(plain).load(plain_cfg.MODEL.WEIGHTS)
+    for name, value in trained.proposal_generator.state_dict().items():
+        assert torch.equal(plain.proposal_generator.state_dict()[name], value)

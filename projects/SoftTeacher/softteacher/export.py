@@ -56,6 +56,8 @@ def export_plain_model(cfg, checkpoint_path, which, output_dir, thing_classes=No
     plain = detectron2_only(cfg)
     plain.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
     plain.MODEL.ROI_HEADS.NAME = "StandardROIHeads"
+    if plain.MODEL.PROPOSAL_GENERATOR.NAME == "PseudoLabelRPN":  # detectron2's RPN, same parameters
+        plain.MODEL.PROPOSAL_GENERATOR.NAME = "RPN"
     plain.MODEL.WEIGHTS = weights
     plain.OUTPUT_DIR = output_dir
     config = os.path.join(output_dir, "config.yaml")
