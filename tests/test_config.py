@@ -96,3 +96,24 @@ def test_a_bad_value_stops_at_start_naming_the_key_and_the_value(key, value, mes
     cfg = load_config(config_path("Shapes", "soft_teacher_R18_FPN_10pct.yaml"), [key, value])
     with pytest.raises(ValueError, match=re.escape(message)):
         validate_softteacher_config(cfg)
+
+
+def _flat(node, prefix=""):
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+@pytest.mark.parametrize(
+    "path", sorted(glob.glob(config_path("*", "soft_teacher_plus_*.yaml"))), ids=os.path.basename
+)
+def test_every_plus_config_is_its_published_config_with_uncertain_detections_ignored(path):
+    plus = _flat(load_config(path))
+    published = _flat(load_config(path.replace("soft_teacher_plus_", "soft_teacher_")))
+    changed = {key for key in plus if plus[key] != published[key]}
+    assert changed == {"SEMI.IGNORE_UNCERTAIN", "MODEL.PROPOSAL_GENERATOR.NAME", "OUTPUT_DIR"}
+    assert plus["SEMI.IGNORE_UNCERTAIN"] and plus["MODEL.PROPOSAL_GENERATOR.NAME"] == "PseudoLabelRPN"
