@@ -23,7 +23,9 @@ Writes ``bench/results/quality.json``: top level, (c) vs (a) and (b) on shapes (
 teacher AP / (a) AP; ``gap_closed`` = ((c) - (a)) / ((b) - (a))) and its ``arms``; under
 ``datasets``, per dataset, every arm's teacher and student AP/AP50/AP75 per seed with mean and
 spread, ``gap_closed``, ``gap_closed_plus`` ((f) instead of (c)) and ``jitter_gain_ap75`` ((l) -
-(e) AP75: adaptive box jitter against none; ``jitter_gain_ap75_faithful``: (c) - (e)). Also
+(e) AP75: adaptive box jitter against none; ``jitter_gain_ap75_faithful``: (c) - (e)), and
+per Soft Teacher arm the first seed's classification pseudo-box recall, precision, boxes and
+ignored regions an image over iterations 800-1,600, 1,600-2,400, 2,400-3,200. Also
 ``quality.md`` (tables), ``quality.png`` (bars) and ``quality_curves_<dataset>.png`` (AP over
 iterations of every arm, first seed).
 """
@@ -199,6 +201,19 @@ def table_lines(arms, summary):
     return lines
 
 
+def pseudo_label_lines(arms):
+    lines = []
+    for arm, result in arms.items():
+        key = next((k for k in result if k.startswith("pseudo_labels_seed")), None)
+        if key is None:
+            continue
+        phases = result[key]
+        parts = [f"{name}: " + ", ".join(f"{k.replace('_cls', '')} {v:.2f}" for k, v in means.items())
+                 for name, means in phases.items()]
+        lines.append(f"- ({arm}), seed {key.rpartition('seed')[2]}: " + "; ".join(parts))
+    return ["", "Classification pseudo-boxes by iterations (mean of the logged values):", ""] + lines if lines else []
+
+
 def plot_bars(path, datasets):
     fig, axes = plt.subplots(1, len(datasets), figsize=(8 * len(datasets), 4.5), squeeze=False)
     for ax, (dataset, arms) in zip(axes[0], datasets.items()):
@@ -235,6 +250,28 @@ def plot_curves(path, dataset, arms):
     plt.close(fig)
 
 
+PSEUDO_LABEL_KEYS = ("recall_cls", "precision_cls", "pseudo_boxes_cls", "ignored_boxes_cls")
+
+
+def pseudo_label_phases(metrics_path, phases=((800, 1600), (1600, 2400), (2400, 3200))):
+    """Mean classification pseudo-box recall, precision, boxes and ignored regions an image over
+    each phase of iterations, from a run's metrics.json (None: not logged)."""
+    if not os.path.exists(metrics_path):
+        return None
+    records = read_metrics(metrics_path)
+    out = {}
+    for low, high in phases:
+        phase = [r for r in records if low <= r.get("iteration", -1) < high]
+        means = {}
+        for key in PSEUDO_LABEL_KEYS:
+            values = [r[f"semi/{key}"] for r in phase if f"semi/{key}" in r]
+            if values:
+                means[key] = round(statistics.fmean(values), 3)
+        if means:
+            out[f"{low}-{high}"] = means
+    return out or None
+
+
 def collect(work_dir, dataset):
     """Every finished run of a dataset under the work dir: {arm: {seed: run}}."""
     root = os.path.join(work_dir, dataset)
@@ -257,6 +294,10 @@ def write_results(args):
                   "seeds": done, "mean": summarise(done)}
             for arm, done in runs.items()
         }
+        for arm, done in runs.items():  # the first seed's pseudo-labels, where its log is there
+            phases = pseudo_label_phases(os.path.join(args.work_dir, dataset, f"{arm}_seed{min(done)}", "metrics.json"))
+            if phases and arm not in SUPERVISED:
+                arms[arm]["pseudo_labels_seed" + min(done)] = phases
         if arms:
             datasets[dataset] = {**dataset_summary(arms), "arms": arms}
     shapes = datasets.get("shapes", {})
@@ -278,7 +319,7 @@ def write_results(args):
     lines = []
     for dataset, block in datasets.items():
         summary = {k: v for k, v in block.items() if k != "arms"}
-        lines += [f"### {dataset}", ""] + table_lines(block["arms"], summary) + [""]
+        lines += [f"### {dataset}", ""] + table_lines(block["arms"], summary) + pseudo_label_lines(block["arms"]) + [""]
         plot_curves(os.path.join(args.results, f"quality_curves_{dataset}.png"), dataset, block["arms"])
     with open(os.path.join(args.results, "quality.md"), "w") as f:
         f.write("\n".join(lines))

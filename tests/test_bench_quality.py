@@ -29,6 +29,12 @@ def test_summary_per_dataset_and_the_top_level_faithful_numbers(tmp_path):
                                 ("e", 1, 47, 50), ("f", 1, 51, 53), ("l", 1, 48, 55)):
         write_run(work, "shapes", arm, seed, ap, ap75)
     write_run(work, "glyphs", "a", 1, 30, 20)  # an arm alone: nothing to summarise yet
+    with open(os.path.join(work, "shapes", "f_seed1", "metrics.json"), "w") as f:  # f's pseudo-labels
+        for iteration, recall, ignored in ((799, 0.9, None), (900, 0.2, 3.0), (1500, 0.4, 1.0), (1700, 0.5, 2.0)):
+            record = {"iteration": iteration, "semi/recall_cls": recall}
+            if ignored is not None:
+                record["semi/ignored_boxes_cls"] = ignored
+            f.write(json.dumps(record) + "\n")
     results = tmp_path / "results"
     results.mkdir()
     args = type("Args", (), {"work_dir": work, "results": str(results), "opts": []})
@@ -46,4 +52,11 @@ def test_summary_per_dataset_and_the_top_level_faithful_numbers(tmp_path):
     assert set(out["arms"]) == {"a", "b", "c", "e", "f", "l"}
     assert out["datasets"]["glyphs"].keys() == {"arms"}
     assert out["plus_met"] == {"shapes/gap_closed_plus": False, "shapes/jitter_gain_ap75": True}
+    # iteration 799 is burn-in, outside every phase
+    assert shapes["arms"]["f"]["pseudo_labels_seed1"] == {
+        "800-1600": {"recall_cls": pytest.approx(0.3), "ignored_boxes_cls": pytest.approx(2.0)},
+        "1600-2400": {"recall_cls": pytest.approx(0.5), "ignored_boxes_cls": pytest.approx(2.0)},
+    }
+    assert "pseudo_labels_seed1" not in shapes["arms"]["a"]
+    assert "- (f), seed 1: 800-1600: recall 0.30, ignored_boxes 2.00" in (results / "quality.md").read_text()
     assert (results / "quality_curves_shapes.png").exists() and (results / "quality.png").exists()
