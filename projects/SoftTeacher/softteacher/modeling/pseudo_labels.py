@@ -300,16 +300,17 @@ class PseudoLabeler:
             for d, is_turned in zip(detections, turned(weak_to_strong).tolist()):
                 d.keep_reg = d.keep_reg & (not is_turned)
         targets = {}
+        boxes_per_image = strong_boxes.split(counts)
         for branch in self.branches:
             keep = cat([d.get(f"keep_{branch}") for d in detections]) & visible
             targets[branch] = [
                 _targets(b[k], d.pred_classes[k], tuple(u["strong"]["image"].shape[1:]))
-                for b, k, d, u in zip(strong_boxes.split(counts), keep.split(counts), detections, unlabeled)
+                for b, k, d, u in zip(boxes_per_image, keep.split(counts), detections, unlabeled)
             ]
             if self.ignore_uncertain and branch != "reg":
                 uncertain = (visible & ~keep).split(counts)
                 targets[branch] = [
-                    with_ignored(t, b[u]) for t, b, u in zip(targets[branch], strong_boxes.split(counts), uncertain)
+                    with_ignored(t, b[u]) for t, b, u in zip(targets[branch], boxes_per_image, uncertain)
                 ]
         strong_to_weak = torch.linalg.inv(weak_to_strong)
         weak_sizes = torch.as_tensor(head.image_sizes, device=boxes.device, dtype=torch.float64)
