@@ -12,7 +12,8 @@ DATASETS.CUSTOM as a user's own data would be): (a) supervised on 10 %, (b) supe
 is (f) without its one idea), and one arm per other opt-in idea on top of (c): (j) adaptive box
 jitter, (l) (j) only in unturned strong views, (i) (j) choosing among all pseudo-boxes, (g) (l)
 with adaptive score thresholds, (h) the unsupervised weight decayed to 0 over the last 800
-iterations (the paper's schedule, not in the original code). The supervised arms augment labeled
+iterations (the paper's schedule, not in the original code); and two on top of (f): (m) without
+unlabeled box regression, (n) (m) with uncertain detections ignored down to score 0.3. The supervised arms augment labeled
 images as Soft Teacher's labeled stream does.
 Every run is ``train_net.py`` in its own process under ``output/bench/quality/<dataset>/``; a run
 that already finished is read back, not repeated, so an interrupted benchmark continues.
@@ -68,6 +69,9 @@ ARMS = {
           ADAPTIVE_JITTER),
     "l": ("(j) regressing only in strong views that are not rotated or sheared", SEMI_CONFIG,
           ADAPTIVE_JITTER + ["SEMI.REG_SKIP_TURNED_VIEWS", "True"]),
+    "m": ("(f) without unlabeled box regression", PLUS_CONFIG, ["SEMI.BOX_JITTER", "False"]),
+    "n": ("(m) ignoring uncertain detections down to score 0.3", PLUS_CONFIG,
+          ["SEMI.BOX_JITTER", "False", "SEMI.PSEUDO_SCORE_THRESH", "0.3"]),
 }
 SUPERVISED = ("a", "b")
 METRICS = ("AP", "AP50", "AP75")
