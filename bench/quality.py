@@ -8,13 +8,13 @@ Per dataset (``shapes``: the embedded data; ``glyphs``: printed characters, regi
 DATASETS.CUSTOM as a user's own data would be): (a) supervised on 10 %, (b) supervised on 100 %,
 (c) Soft Teacher on 10 % + the other 90 % unlabeled, (d) (c) without soft background weighting,
 (e) (c) without box jitter (no unlabeled box regression), (f) Soft Teacher plus (the
-``soft_teacher_plus`` config: (c) with uncertain detections ignored instead of background, so (c)
-is (f) without its one idea), and one arm per other opt-in idea on top of (c): (j) adaptive box
-jitter, (l) (j) only in unturned strong views, (i) (j) choosing among all pseudo-boxes, (g) (l)
-with adaptive score thresholds, (h) the unsupervised weight decayed to 0 over the last 800
-iterations (the paper's schedule, not in the original code); and two on top of (f): (m) without
-unlabeled box regression, (n) (m) with uncertain detections ignored down to score 0.3. The supervised arms augment labeled
-images as Soft Teacher's labeled stream does.
+``soft_teacher_plus`` config: (e) with the teacher's uncertain detections, 0.3-0.9, ignored
+instead of taught as background; so (e) is (f) without ignoring), (m) (f) ignoring only
+0.5-0.9, (k) (c) ignoring 0.5-0.9 (with box jitter); and one arm per other opt-in idea on top
+of (c): (j) adaptive box jitter, (l) (j) only in unturned strong views, (i) (j) choosing among
+all pseudo-boxes, (g) (l) with adaptive score thresholds, (h) the unsupervised weight decayed to
+0 over the last 800 iterations (the paper's schedule, not in the original code). The supervised
+arms augment labeled images as Soft Teacher's labeled stream does.
 Every run is ``train_net.py`` in its own process under ``output/bench/quality/<dataset>/``; a run
 that already finished is read back, not repeated, so an interrupted benchmark continues.
 ``--parallel N`` trains N runs at once (for a machine with many cores or a GPU; on 2 cores, 1).
@@ -52,13 +52,15 @@ DATASETS = {"shapes": os.path.join("configs", "Shapes"), "glyphs": os.path.join(
 SEMI_CONFIG = "soft_teacher_R18_FPN_10pct.yaml"
 PLUS_CONFIG = "soft_teacher_plus_R18_FPN_10pct.yaml"
 ADAPTIVE_JITTER = ["SEMI.ADAPTIVE_REG_THRESH.ENABLED", "True"]
+IGNORE_UNCERTAIN = ["SEMI.IGNORE_UNCERTAIN", "True", "MODEL.PROPOSAL_GENERATOR.NAME", "PseudoLabelRPN"]
 ARMS = {
     "a": ("supervised, 10 % labeled", "supervised_R18_FPN_10pct.yaml", []),
     "b": ("supervised, 100 % labeled", "supervised_R18_FPN_100pct.yaml", []),
     "c": ("Soft Teacher, 10 % labeled + 90 % unlabeled", SEMI_CONFIG, []),
     "d": ("(c) without soft background weighting", SEMI_CONFIG, ["SEMI.SOFT_BG_WEIGHT", "False"]),
     "e": ("(c) without box jitter (no unlabeled regression)", SEMI_CONFIG, ["SEMI.BOX_JITTER", "False"]),
-    "f": ("Soft Teacher plus: (c) with uncertain detections (0.5-0.9) ignored, not background", PLUS_CONFIG, []),
+    "f": ("Soft Teacher plus: (c) with uncertain detections (0.3-0.9) ignored, not background, and no "
+          "unlabeled box regression", PLUS_CONFIG, []),
     "g": ("(l) with adaptive score thresholds", SEMI_CONFIG,
           ADAPTIVE_JITTER + ["SEMI.REG_SKIP_TURNED_VIEWS", "True", "SEMI.ADAPTIVE_SCORE_THRESH.ENABLED", "True"]),
     "h": ("(c) with alpha decayed to 0 over the last 800 iterations", SEMI_CONFIG,
@@ -69,9 +71,8 @@ ARMS = {
           ADAPTIVE_JITTER),
     "l": ("(j) regressing only in strong views that are not rotated or sheared", SEMI_CONFIG,
           ADAPTIVE_JITTER + ["SEMI.REG_SKIP_TURNED_VIEWS", "True"]),
-    "m": ("(f) without unlabeled box regression", PLUS_CONFIG, ["SEMI.BOX_JITTER", "False"]),
-    "n": ("(m) ignoring uncertain detections down to score 0.3", PLUS_CONFIG,
-          ["SEMI.BOX_JITTER", "False", "SEMI.PSEUDO_SCORE_THRESH", "0.3"]),
+    "k": ("(c) with uncertain detections (0.5-0.9) ignored, not background", SEMI_CONFIG, IGNORE_UNCERTAIN),
+    "m": ("(f) ignoring uncertain detections only down to 0.5", PLUS_CONFIG, ["SEMI.IGNORE_MIN_SCORE", "0.5"]),
 }
 SUPERVISED = ("a", "b")
 METRICS = ("AP", "AP50", "AP75")

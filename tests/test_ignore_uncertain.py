@@ -51,6 +51,26 @@ def test_labeler_turns_detections_under_a_branch_threshold_into_ignored_regions(
     assert stats["semi/ignored_boxes_cls"] == 1.0
 
 
+@pytest.mark.parametrize("ignore", [False, True])
+def test_ignored_regions_reach_down_to_their_own_score_but_pseudo_boxes_do_not(tiny_semi, tmp_path, ignore):
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **PLUS_RPN, **{
+        "SEMI.IGNORE_UNCERTAIN": str(ignore), "SEMI.IGNORE_MIN_SCORE": "0.3", "SEMI.PSEUDO_SCORE_THRESH": "0.5",
+        "SEMI.RPN_PSEUDO_THRESH": "0.9", "SEMI.CLS_PSEUDO_THRESH": "0.9",
+    })
+    _, labeler = student_and_labeler(cfg)
+    raw = _detections([0.95, 0.6, 0.4, 0.2], [1, 2, 0, 3])
+    box = raw.pred_boxes.tensor[:1]  # every detection's; the head refines each jitter back to it
+    steady = SimpleNamespace(refine=lambda boxes, classes: [box.expand(len(b), 4) for b in boxes])
+    labeler.teacher_detections = lambda weak: ([raw], steady)
+    d = labeler.label([{}])[0][0]
+    if ignore:  # 0.6 and 0.4 become ignored regions of the RPN and classification; 0.2 is background
+        assert d.scores.tolist() == pytest.approx([0.95, 0.6, 0.4])
+    else:
+        assert d.scores.tolist() == pytest.approx([0.95, 0.6])
+    assert d.keep_cls.tolist() == d.keep_rpn.tolist() == [True] + [False] * (len(d) - 1)
+    assert d.keep_reg.tolist() == [True, True] + [False] * (len(d) - 2)  # box regression: above 0.5 only
+
+
 def _rpn_and_anchors(tiny_semi, tmp_path, name):
     cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **{
         "MODEL.PROPOSAL_GENERATOR.NAME": name, "MODEL.RPN.BATCH_SIZE_PER_IMAGE": "1000000",

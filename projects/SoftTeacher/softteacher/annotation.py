@@ -46,6 +46,7 @@ def teacher_pseudo_labels(cfg, model, records, reader, min_score=None, seed=0):
     labeler = PseudoLabeler(cfg, model)
     labeler.load_state_dict(saved_labeler_state(cfg.MODEL.WEIGHTS))
     torch.manual_seed(seed)
+    labeler.ignore_uncertain = False  # ignored regions are training targets, not boxes to annotate
     score_thresh = labeler.score_thresh
     if min_score is not None:
         labeler.score_thresh = min(min_score, score_thresh)

@@ -54,10 +54,11 @@ def add_softteacher_config(cfg):
     # box regression learns only from strong views that are not rotated or sheared: there a
     # pseudo-box maps to the loose hull of the turned box (a 15-degree turn of a square: IoU 0.67)
     cfg.SEMI.REG_SKIP_TURNED_VIEWS = False
-    # teacher detections above PSEUDO_SCORE_THRESH that miss the RPN or classification threshold
+    # teacher detections above IGNORE_MIN_SCORE that miss the RPN or classification threshold
     # are ignored regions there (neither object nor background) instead of background; needs
     # MODEL.PROPOSAL_GENERATOR.NAME "PseudoLabelRPN"
     cfg.SEMI.IGNORE_UNCERTAIN = False
+    cfg.SEMI.IGNORE_MIN_SCORE = 0.5
     # the two ideas of the paper, each can be switched off for ablations
     cfg.SEMI.SOFT_BG_WEIGHT = True
     cfg.SEMI.BOX_JITTER = True
@@ -126,7 +127,7 @@ def validate_softteacher_config(cfg):
     from detectron2.modeling import ROI_HEADS_REGISTRY
 
     semi = cfg.SEMI
-    for key in ("PSEUDO_SCORE_THRESH", "RPN_PSEUDO_THRESH", "CLS_PSEUDO_THRESH"):
+    for key in ("PSEUDO_SCORE_THRESH", "RPN_PSEUDO_THRESH", "CLS_PSEUDO_THRESH", "IGNORE_MIN_SCORE"):
         _check(0.0 <= semi[key] <= 1.0, f"SEMI.{key}", semi[key], "a score threshold in [0, 1]")
     _check(semi.REG_UNCERTAINTY_THRESH >= 0, "SEMI.REG_UNCERTAINTY_THRESH", semi.REG_UNCERTAINTY_THRESH,
            "a non-negative jitter uncertainty")

@@ -12,7 +12,7 @@ branch of the student's loss:
 
 Opt-in (``SEMI.ADAPTIVE_SCORE_THRESH``, ``SEMI.ADAPTIVE_REG_THRESH``): per-class score thresholds
 and a reliability threshold that follow the teacher (:mod:`.adaptive_thresholds`). Opt-in
-(``SEMI.IGNORE_UNCERTAIN``): detections above ``PSEUDO_SCORE_THRESH`` that miss the RPN or
+(``SEMI.IGNORE_UNCERTAIN``): detections above ``IGNORE_MIN_SCORE`` that miss the RPN or
 classification threshold are ignored regions (class ``IGNORE``) for that branch instead of
 background, unless they overlap a kept pseudo-box (IoU >= 0.5: the same object).
 
@@ -139,6 +139,7 @@ class PseudoLabeler:
         reg_min_score=0.0,
         reg_skip_turned_views=False,
         ignore_uncertain=False,
+        ignore_min_score=0.5,
         class_names=None,
     ):
         """
@@ -153,6 +154,8 @@ class PseudoLabeler:
                 sheared against the weak view (there a box maps to a loose hull).
             ignore_uncertain: detections that miss the RPN or classification threshold are ignored
                 regions for that branch, not background (needs a :class:`PseudoLabelRPN`).
+            ignore_min_score: ... down to this score (below ``score_thresh`` they are ignored
+                regions only, never pseudo-boxes).
             Both adapt only on training steps (``__call__``), not when ``label`` is called alone.
         """
         self.teacher = teacher
@@ -167,6 +170,7 @@ class PseudoLabeler:
         self.reg_min_score = reg_min_score
         self.reg_skip_turned_views = reg_skip_turned_views
         self.ignore_uncertain = ignore_uncertain
+        self.ignore_min_score = ignore_min_score
         self.class_names = class_names
 
     @classmethod
@@ -194,6 +198,7 @@ class PseudoLabeler:
             "reg_min_score": adaptive_reg.MIN_SCORE if adaptive_reg.ENABLED else 0.0,
             "reg_skip_turned_views": semi.REG_SKIP_TURNED_VIEWS,
             "ignore_uncertain": semi.IGNORE_UNCERTAIN,
+            "ignore_min_score": semi.IGNORE_MIN_SCORE,
             "class_names": dataset_class_names(cfg),
         }
 
@@ -238,19 +243,21 @@ class PseudoLabeler:
         detections, head = self.teacher_detections(weak_inputs)
         if adapt and self.score_thresholds is not None:
             self.score_thresholds.update(cat([d.scores for d in detections]), cat([d.pred_classes for d in detections]))
-        detections = [d[d.scores > self.score_thresh] for d in detections]
+        lowest = min(self.score_thresh, self.ignore_min_score) if self.ignore_uncertain else self.score_thresh
+        detections = [d[d.scores > lowest] for d in detections]
         per_class = None if self.score_thresholds is None else self.score_thresholds.thresholds
         for d in detections:
+            confident = d.scores > self.score_thresh
             if per_class is not None:  # one threshold per class, for the RPN and classification alike
-                keep = d.scores > per_class.to(d.scores.device)[d.pred_classes]
+                keep = confident & (d.scores > per_class.to(d.scores.device)[d.pred_classes])
             for branch, thresh in self.thresholds.items():
-                d.set(f"keep_{branch}", keep if per_class is not None else d.scores > thresh)
+                d.set(f"keep_{branch}", keep if per_class is not None else confident & (d.scores > thresh))
         if self.box_jitter:
             uncertainty = jitter_reliability(
                 head.refine, [d.pred_boxes.tensor for d in detections],
                 [d.pred_classes for d in detections], self.jitter_times, self.jitter_scale,
             )
-            candidates = [d.scores > self.reg_min_score for d in detections]
+            candidates = [(d.scores > self.reg_min_score) & (d.scores > self.score_thresh) for d in detections]
             if adapt and self.reliability_threshold is not None:
                 self.reliability_threshold.update(cat([u[c] for u, c in zip(uncertainty, candidates)]))
             for d, u, c in zip(detections, uncertainty, candidates):
