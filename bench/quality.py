@@ -10,11 +10,11 @@ DATASETS.CUSTOM as a user's own data would be): (a) supervised on 10 %, (b) supe
 (e) (c) without box jitter (no unlabeled box regression), (f) Soft Teacher plus (the
 ``soft_teacher_plus`` config: (e) with the teacher's uncertain detections, 0.3-0.9, ignored
 instead of taught as background; so (e) is (f) without ignoring), (m) (f) ignoring only
-0.5-0.9, (k) (c) ignoring 0.5-0.9 (with box jitter); and one arm per other opt-in idea on top
-of (c): (j) adaptive box jitter, (l) (j) only in unturned strong views, (i) (j) choosing among
-all pseudo-boxes, (g) (l) with adaptive score thresholds, (h) the unsupervised weight decayed to
-0 over the last 800 iterations (the paper's schedule, not in the original code). The supervised
-arms augment labeled images as Soft Teacher's labeled stream does.
+0.5-0.9, (k) (c) ignoring 0.5-0.9 (with box jitter), (h) (f) with the unsupervised weight
+decayed to 0 over the last 800 iterations (the paper's schedule, not in the original code); and
+one arm per other opt-in idea on top of (c): (j) adaptive box jitter, (l) (j) only in unturned
+strong views, (i) (j) choosing among all pseudo-boxes, (g) (l) with adaptive score thresholds.
+The supervised arms augment labeled images as Soft Teacher's labeled stream does.
 Every run is ``train_net.py`` in its own process under ``output/bench/quality/<dataset>/``; a run
 that already finished is read back, not repeated, so an interrupted benchmark continues.
 ``--parallel N`` trains N runs at once (for a machine with many cores or a GPU; on 2 cores, 1).
@@ -63,7 +63,7 @@ ARMS = {
           "unlabeled box regression", PLUS_CONFIG, []),
     "g": ("(l) with adaptive score thresholds", SEMI_CONFIG,
           ADAPTIVE_JITTER + ["SEMI.REG_SKIP_TURNED_VIEWS", "True", "SEMI.ADAPTIVE_SCORE_THRESH.ENABLED", "True"]),
-    "h": ("(c) with alpha decayed to 0 over the last 800 iterations", SEMI_CONFIG,
+    "h": ("(f) with alpha decayed to 0 over the last 800 iterations", PLUS_CONFIG,
           ["SEMI.UNSUP_WEIGHT_DECAY_ITERS", "800"]),
     "i": ("(j) regressing the most reliable half of all pseudo-boxes (score > 0.5)", SEMI_CONFIG,
           ADAPTIVE_JITTER + ["SEMI.ADAPTIVE_REG_THRESH.MIN_SCORE", "0.5"]),
