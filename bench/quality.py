@@ -69,9 +69,9 @@ ARMS = {
           ADAPTIVE_JITTER + ["SEMI.ADAPTIVE_REG_THRESH.MIN_SCORE", "0.5"]),
     "j": ("(c) with adaptive box jitter: the more reliable half of the confident pseudo-boxes", SEMI_CONFIG,
           ADAPTIVE_JITTER),
+    "k": ("(c) with uncertain detections (0.5-0.9) ignored, not background", SEMI_CONFIG, IGNORE_UNCERTAIN),
     "l": ("(j) regressing only in strong views that are not rotated or sheared", SEMI_CONFIG,
           ADAPTIVE_JITTER + ["SEMI.REG_SKIP_TURNED_VIEWS", "True"]),
-    "k": ("(c) with uncertain detections (0.5-0.9) ignored, not background", SEMI_CONFIG, IGNORE_UNCERTAIN),
     "m": ("(f) ignoring uncertain detections only down to 0.5", PLUS_CONFIG, ["SEMI.IGNORE_MIN_SCORE", "0.5"]),
 }
 SUPERVISED = ("a", "b")
