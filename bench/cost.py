@@ -171,6 +171,7 @@ def time_steps(student, labeler, optimizer, batches, warmup, alpha, amp, device)
         labeler.teacher_detections, pseudo_labels_module.jitter_reliability = detect, jitter
     n = len(per_step)
     step = {k: v / n for k, v in step_clock.times.items()}
+    step.setdefault("box_jitter", 0.0)  # never called with SEMI.BOX_JITTER False
     step["mapping_and_statistics"] = (
         step.pop("pseudo_labels_total") - step["teacher_pseudo_labelling"] - step["box_jitter"]
     )
