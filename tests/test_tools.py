@@ -137,6 +137,20 @@ def test_pre_annotations_load_in_pycocotools_with_the_pseudo_labellers_keep_flag
     assert all(any(f) and not all(f) for f in flags.values())
 
 
+def test_pre_annotations_leave_out_what_training_would_only_ignore(checkpoint, tmp_path):
+    folder = str(checkpoint / "my_images")
+    probe = labeller_reference(load_config(CONFIG, OPTS), checkpoint, find_images([folder]))
+    cut = torch.cat([d.scores for d in probe.values()]).quantile(0.5).item()
+    opts = OPTS[:-2] + ["SEMI.PSEUDO_SCORE_THRESH", f"{cut:.6f}", "SEMI.IGNORE_UNCERTAIN", "True",
+                        "SEMI.IGNORE_MIN_SCORE", "0.0", "MODEL.PROPOSAL_GENERATOR.NAME", "PseudoLabelRPN"]
+    output = tmp_path / "pre.json"
+    pseudo_label.main(["--weights", str(checkpoint / "model_final.pth"), "--config-file", CONFIG,
+                       "--input", folder, "--output", str(output), *opts])
+    with open(output) as f:
+        scores = [a["score"] for a in json.load(f)["annotations"]]
+    assert scores and min(scores) > cut - 1e-4  # (scores written to 4 decimals) the rest: ignored regions only
+
+
 def test_label_next_ranks_by_summed_score_entropy_and_draws_a_contact_sheet(checkpoint, tmp_path):
     folder = str(checkpoint / "my_images")
     entries = label_next.main(["--weights", str(checkpoint / "model_final.pth"), "--config-file", CONFIG,
