@@ -52,6 +52,14 @@ def worker(root, out_dir, nan_on_rank1=False, no_boxes_on_rank1=False, max_iter=
         make_loss_non_finite(trainer, "loss_cls", iteration=1)
     trainer.resume_or_load(resume=False)
     try:
+        train_and_save(trainer, out_dir)
+    finally:  # both ranks leave together: a rank exiting with the group alive can abort its peer
+        comm.synchronize()
+        torch.distributed.destroy_process_group()
+
+
+def train_and_save(trainer, out_dir):
+    try:
         trainer.train()
     except FloatingPointError as e:
         with open(os.path.join(out_dir, f"rank{comm.get_rank()}.error"), "w") as f:
