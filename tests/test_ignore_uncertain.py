@@ -60,9 +60,13 @@ def test_ignored_regions_reach_down_to_their_own_score_but_pseudo_boxes_do_not(t
     _, labeler = student_and_labeler(cfg)
     raw = _detections([0.95, 0.6, 0.4, 0.2], [1, 2, 0, 3])
     box = raw.pred_boxes.tensor[:1]  # every detection's; the head refines each jitter back to it
-    steady = SimpleNamespace(refine=lambda boxes, classes: [box.expand(len(b), 4) for b in boxes])
+    refined = []  # how many boxes the head was asked to refine (each jittered JITTER_TIMES times)
+    steady = SimpleNamespace(refine=lambda boxes, classes: refined.append(len(boxes[0])) or
+                             [box.expand(len(b), 4) for b in boxes])
     labeler.teacher_detections = lambda weak: ([raw], steady)
     d = labeler.label([{}])[0][0]
+    assert refined == [2 * cfg.SEMI.JITTER_TIMES]  # only pseudo-boxes (above 0.5) are jittered
+    assert d.uncertainty.tolist() == [0.0, 0.0] + [float("inf")] * (len(d) - 2)
     if ignore:  # 0.6 and 0.4 become ignored regions of the RPN and classification; 0.2 is background
         assert d.scores.tolist() == pytest.approx([0.95, 0.6, 0.4])
     else:

@@ -164,14 +164,16 @@ def test_unsupervised_weight_is_zero_in_burn_in_then_alpha_then_decays_linearly(
 def test_jitter_filter_iou_compares_passing_and_rejected_boxes_with_the_ground_truth():
     det = Instances((50, 50))
     det.pred_boxes = Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 5.0], [20.0, 20.0, 30.0, 30.0],
-                                         [0.0, 0.0, 10.0, 10.0]]))
-    det.pred_classes = torch.tensor([1, 1, 2, 0])
-    det.scores = torch.ones(4)
-    det.keep_reg = torch.tensor([True, False, True, False])
+                                         [0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0]]))
+    det.pred_classes = torch.tensor([1, 1, 2, 0, 1])
+    det.scores = torch.ones(5)
+    det.keep_reg = torch.tensor([True, False, True, False, False])
+    det.uncertainty = torch.tensor([0.01, 0.05, 0.01, 0.05, float("inf")])
     gt = Instances((50, 50))
     gt.gt_boxes = Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0]]))
     gt.gt_classes = torch.tensor([1])
-    # passing: IoU 1 (box 0) and 0 (box 2, no class-2 truth); rejected: IoU 0.5 (box 1) and 0 (box 3, wrong class)
+    # passing: IoU 1 (box 0) and 0 (box 2, no class-2 truth); rejected: IoU 0.5 (box 1) and 0 (box 3,
+    # wrong class); box 4 (an ignored region, never jittered) is neither
     stats = jitter_filter_iou([det], [gt])
     assert stats == {"semi/jitter_iou_passing": 0.5, "semi/jitter_iou_rejected": 0.25}
     empty = Instances((50, 50))

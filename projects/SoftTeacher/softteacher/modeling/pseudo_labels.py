@@ -253,16 +253,20 @@ class PseudoLabeler:
             for branch, thresh in self.thresholds.items():
                 d.set(f"keep_{branch}", keep if per_class is not None else confident & (d.scores > thresh))
         if self.box_jitter:
-            uncertainty = jitter_reliability(
-                head.refine, [d.pred_boxes.tensor for d in detections],
-                [d.pred_classes for d in detections], self.jitter_times, self.jitter_scale,
+            # only pseudo-boxes are jittered; ignored-only detections keep an infinite uncertainty
+            jittered = [d.scores > self.score_thresh for d in detections]
+            reliabilities = jitter_reliability(
+                head.refine, [d.pred_boxes.tensor[j] for d, j in zip(detections, jittered)],
+                [d.pred_classes[j] for d, j in zip(detections, jittered)], self.jitter_times, self.jitter_scale,
             )
-            candidates = [(d.scores > self.reg_min_score) & (d.scores > self.score_thresh) for d in detections]
+            for d, j, r in zip(detections, jittered, reliabilities):
+                d.uncertainty = torch.full_like(d.scores, float("inf"))
+                d.uncertainty[j] = r
+            candidates = [(d.scores > self.reg_min_score) & j for d, j in zip(detections, jittered)]
             if adapt and self.reliability_threshold is not None:
-                self.reliability_threshold.update(cat([u[c] for u, c in zip(uncertainty, candidates)]))
-            for d, u, c in zip(detections, uncertainty, candidates):
-                d.uncertainty = u
-                d.keep_reg = (u < self.reg_threshold) & c
+                self.reliability_threshold.update(cat([d.uncertainty[c] for d, c in zip(detections, candidates)]))
+            for d, c in zip(detections, candidates):
+                d.keep_reg = (d.uncertainty < self.reg_threshold) & c
         return detections, head
 
     def state_dict(self):
@@ -365,9 +369,11 @@ class PseudoLabeler:
                 stats[f"semi/recall_{branch}"] = found / total
         if self.box_jitter:
             uncertainty = cat([d.uncertainty for d in detections])
-            if len(uncertainty):
-                stats["semi/jitter_pass_fraction"] = cat([d.keep_reg for d in detections]).float().mean().item()
-                stats["semi/jitter_uncertainty_median"] = uncertainty.median().item()
+            jittered = uncertainty.isfinite()
+            if jittered.any():
+                passed = cat([d.keep_reg for d in detections])[jittered]
+                stats["semi/jitter_pass_fraction"] = passed.float().mean().item()
+                stats["semi/jitter_uncertainty_median"] = uncertainty[jittered].median().item()
             if self.reliability_threshold is not None:
                 stats["semi/reg_uncertainty_thresh"] = self.reg_threshold
             if has_gt:
@@ -389,9 +395,9 @@ def pseudo_label_quality(detections, ground_truth, branch, iou_thresh=0.5):
 
 
 def jitter_filter_iou(detections, ground_truth):
-    """Mean IoU with the best same-class ground-truth box (0 when none) of the pseudo-boxes box
-    jitter passes for regression and of those it rejects: whether the filter keeps the boxes that
-    are better placed. Keys are left out when a group is empty."""
+    """Mean IoU with the best same-class ground-truth box (0 when none) of the jittered
+    pseudo-boxes box jitter passes for regression and of those it rejects: whether the filter keeps
+    the boxes that are better placed. Keys are left out when a group is empty."""
     ious = {True: [], False: []}
     for d, gt in zip(detections, ground_truth):
         if len(d) == 0:
@@ -400,8 +406,9 @@ def jitter_filter_iou(detections, ground_truth):
         iou = pairwise_iou(d.pred_boxes, Boxes(gt_boxes)) if len(gt_boxes) else d.scores.new_zeros(len(d), 0)
         same_class = d.pred_classes[:, None] == gt.gt_classes.to(d.pred_classes.device)[None, :]
         best = (iou * same_class).max(dim=1).values if iou.shape[1] else d.scores.new_zeros(len(d))
+        jittered = d.uncertainty.isfinite()
         for passed in (True, False):
-            ious[passed].append(best[d.keep_reg == passed])
+            ious[passed].append(best[(d.keep_reg == passed) & jittered])
     out = {}
     for passed, name in ((True, "passing"), (False, "rejected")):
         values = torch.cat(ious[passed]) if ious[passed] else torch.zeros(0)
