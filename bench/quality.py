@@ -73,6 +73,8 @@ ARMS = {
     "l": ("(j) regressing only in strong views that are not rotated or sheared", SEMI_CONFIG,
           ADAPTIVE_JITTER + ["SEMI.REG_SKIP_TURNED_VIEWS", "True"]),
     "m": ("(f) ignoring uncertain detections only down to 0.5", PLUS_CONFIG, ["SEMI.IGNORE_MIN_SCORE", "0.5"]),
+    "n": ("(f) with strong views only translated, never rotated or sheared", PLUS_CONFIG,
+          ["INPUT.STRONG.GEOMETRIC_OPS", "('translate_x', 'translate_y')"]),
 }
 SUPERVISED = ("a", "b")
 METRICS = ("AP", "AP50", "AP75")
