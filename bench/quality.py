@@ -75,6 +75,9 @@ ARMS = {
     "m": ("(f) ignoring uncertain detections only down to 0.5", PLUS_CONFIG, ["SEMI.IGNORE_MIN_SCORE", "0.5"]),
     "n": ("(f) with strong views only translated, never rotated or sheared", PLUS_CONFIG,
           ["INPUT.STRONG.GEOMETRIC_OPS", "('translate_x', 'translate_y')"]),
+    "o": ("(f) with the unsupervised weight alpha doubled to 4", PLUS_CONFIG, ["SEMI.UNSUP_WEIGHT", "4.0"]),
+    "p": ("(f) with RPN pseudo-boxes from score 0.7 (classification keeps 0.9)", PLUS_CONFIG,
+          ["SEMI.RPN_PSEUDO_THRESH", "0.7"]),
 }
 SUPERVISED = ("a", "b")
 METRICS = ("AP", "AP50", "AP75")
