@@ -11,8 +11,9 @@ DATASETS.CUSTOM as a user's own data would be): (a) supervised on 10 %, (b) supe
 ``soft_teacher_plus`` config: (e) with the teacher's uncertain detections, 0.3-0.9, ignored
 instead of taught as background; so (e) is (f) without ignoring), (m) (f) ignoring only
 0.5-0.9, (k) (c) ignoring 0.5-0.9 (with box jitter), (h) (f) with the unsupervised weight
-decayed to 0 over the last 800 iterations (the paper's schedule, not in the original code); and
-one arm per other opt-in idea on top of (c): (j) adaptive box jitter, (l) (j) only in unturned
+decayed to 0 over the last 800 iterations (the paper's schedule, not in the original code), (n)
+(f) with strong views only translated, never rotated or sheared, (o) (f) with alpha 4, (p) (f)
+with RPN pseudo-boxes from score 0.7; and one arm per other opt-in idea on top of (c): (j) adaptive box jitter, (l) (j) only in unturned
 strong views, (i) (j) choosing among all pseudo-boxes, (g) (l) with adaptive score thresholds.
 The supervised arms augment labeled images as Soft Teacher's labeled stream does.
 Every run is ``train_net.py`` in its own process under ``output/bench/quality/<dataset>/``; a run
