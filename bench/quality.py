@@ -12,8 +12,9 @@ DATASETS.CUSTOM as a user's own data would be): (a) supervised on 10 %, (b) supe
 instead of taught as background; so (e) is (f) without ignoring), (m) (f) ignoring only
 0.5-0.9, (k) (c) ignoring 0.5-0.9 (with box jitter), (h) (f) with the unsupervised weight
 decayed to 0 over the last 800 iterations (the paper's schedule, not in the original code), (n)
-(f) with strong views only translated, never rotated or sheared; and one arm per other opt-in
-idea on top of (c): (j) adaptive box jitter, (l) (j) only in unturned
+(f) with strong views only translated, never rotated or sheared, (q) (c) with alpha 0
+(supervised training with an EMA teacher: how much of the teacher's lead is weight averaging);
+and one arm per other opt-in idea on top of (c): (j) adaptive box jitter, (l) (j) only in unturned
 strong views, (i) (j) choosing among all pseudo-boxes, (g) (l) with adaptive score thresholds.
 The supervised arms augment labeled images as Soft Teacher's labeled stream does.
 Every run is ``train_net.py`` in its own process under ``output/bench/quality/<dataset>/``; a run
@@ -76,6 +77,7 @@ ARMS = {
     "m": ("(f) ignoring uncertain detections only down to 0.5", PLUS_CONFIG, ["SEMI.IGNORE_MIN_SCORE", "0.5"]),
     "n": ("(f) with strong views only translated, never rotated or sheared", PLUS_CONFIG,
           ["INPUT.STRONG.GEOMETRIC_OPS", "('translate_x', 'translate_y')"]),
+    "q": ("(c) with alpha 0: supervised training with an EMA teacher", SEMI_CONFIG, ["SEMI.UNSUP_WEIGHT", "0.0"]),
 }
 SUPERVISED = ("a", "b")
 METRICS = ("AP", "AP50", "AP75")
