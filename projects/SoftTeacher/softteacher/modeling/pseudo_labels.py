@@ -260,7 +260,7 @@ class PseudoLabeler:
                 [d.pred_classes[j] for d, j in zip(detections, jittered)], self.jitter_times, self.jitter_scale,
             )
             for d, j, r in zip(detections, jittered, reliabilities):
-                d.uncertainty = torch.full_like(d.scores, float("inf"))
+                d.uncertainty = r.new_full((len(d),), float("inf"))
                 d.uncertainty[j] = r
             candidates = [(d.scores > self.reg_min_score) & j for d, j in zip(detections, jittered)]
             if adapt and self.reliability_threshold is not None:
