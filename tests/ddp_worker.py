@@ -51,11 +51,11 @@ def worker(root, out_dir, nan_on_rank1=False, no_boxes_on_rank1=False, max_iter=
     if nan_on_rank1 and comm.get_rank() == 1:
         make_loss_non_finite(trainer, "loss_cls", iteration=1)
     trainer.resume_or_load(resume=False)
-    try:
-        train_and_save(trainer, out_dir)
-    finally:  # both ranks leave together: a rank exiting with the group alive can abort its peer
-        comm.synchronize()
-        torch.distributed.destroy_process_group()
+    train_and_save(trainer, out_dir)
+    # both ranks leave together: a rank exiting with the group alive can abort its peer. (An
+    # unexpected error skips this and ends the launch at once, as it should.)
+    comm.synchronize()
+    torch.distributed.destroy_process_group()
 
 
 def train_and_save(trainer, out_dir):
