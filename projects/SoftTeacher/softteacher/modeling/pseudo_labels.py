@@ -246,23 +246,22 @@ class PseudoLabeler:
         lowest = min(self.score_thresh, self.ignore_min_score) if self.ignore_uncertain else self.score_thresh
         detections = [d[d.scores > lowest] for d in detections]
         per_class = None if self.score_thresholds is None else self.score_thresholds.thresholds
-        for d in detections:
-            confident = d.scores > self.score_thresh
+        pseudo_boxes = [d.scores > self.score_thresh for d in detections]  # the rest: ignored regions only
+        for d, confident in zip(detections, pseudo_boxes):
             if per_class is not None:  # one threshold per class, for the RPN and classification alike
                 keep = confident & (d.scores > per_class.to(d.scores.device)[d.pred_classes])
             for branch, thresh in self.thresholds.items():
                 d.set(f"keep_{branch}", keep if per_class is not None else confident & (d.scores > thresh))
         if self.box_jitter:
             # only pseudo-boxes are jittered; ignored-only detections keep an infinite uncertainty
-            jittered = [d.scores > self.score_thresh for d in detections]
             reliabilities = jitter_reliability(
-                head.refine, [d.pred_boxes.tensor[j] for d, j in zip(detections, jittered)],
-                [d.pred_classes[j] for d, j in zip(detections, jittered)], self.jitter_times, self.jitter_scale,
+                head.refine, [d.pred_boxes.tensor[j] for d, j in zip(detections, pseudo_boxes)],
+                [d.pred_classes[j] for d, j in zip(detections, pseudo_boxes)], self.jitter_times, self.jitter_scale,
             )
-            for d, j, r in zip(detections, jittered, reliabilities):
+            for d, j, r in zip(detections, pseudo_boxes, reliabilities):
                 d.uncertainty = r.new_full((len(d),), float("inf"))
                 d.uncertainty[j] = r
-            candidates = [(d.scores > self.reg_min_score) & j for d, j in zip(detections, jittered)]
+            candidates = [(d.scores > self.reg_min_score) & j for d, j in zip(detections, pseudo_boxes)]
             if adapt and self.reliability_threshold is not None:
                 self.reliability_threshold.update(cat([d.uncertainty[c] for d, c in zip(detections, candidates)]))
             for d, c in zip(detections, candidates):
