@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny generated copy of the embedded dataset, registered under test names."""
 
+import json
 import os
 
 import pytest
@@ -17,6 +18,18 @@ torch.set_num_threads(2)
 
 def config_path(*parts):
     return os.path.join(REPO, "configs", *parts)
+
+
+def logged_at(metrics_json, iteration):
+    """Every scalar a metrics.json holds for ``iteration``. detectron2's JSONWriter writes a scalar
+    under the iteration that last logged it, so a scalar the final step did not log (for example
+    semi/bg_weight_mean when it sampled no background) follows that step's record in its own."""
+    logged = {}
+    with open(metrics_json) as f:
+        for record in (json.loads(line) for line in f if line.strip()):
+            if record["iteration"] == iteration:
+                logged.update(record)
+    return logged
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ from softteacher.data.datasets import register_checked_coco
 from softteacher.data.image_reading import SKIPPED_KEY, read_image_any_depth
 from softteacher.engine import EMATeacherHook, SafeCheckpointer
 
-from conftest import make_loss_non_finite, semi_cfg, soft_teacher_cfg
+from conftest import logged_at, make_loss_non_finite, semi_cfg, soft_teacher_cfg
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 KILL_WORKER = os.path.join(TESTS, "kill_worker.py")
@@ -329,9 +329,7 @@ def test_training_skips_and_counts_unreadable_unlabeled_images(tiny_semi, tiny_s
     skipped = trainer._trainer.skipped_images
     assert skipped.named == set(unreadable_images.values())
     assert skipped.count >= 4
-    with open(tmp_path / "metrics.json") as f:
-        logged = [json.loads(line) for line in f]
-    assert logged[-1]["data/skipped_unlabeled_images"] == skipped.count
+    assert logged_at(tmp_path / "metrics.json", 2)["data/skipped_unlabeled_images"] == skipped.count
 
 
 # ---------------------------------------------------------------- labeled data and jsons
