@@ -78,6 +78,10 @@ ARMS = {
     "n": ("(f) with strong views only translated, never rotated or sheared", PLUS_CONFIG,
           ["INPUT.STRONG.GEOMETRIC_OPS", "('translate_x', 'translate_y')"]),
     "q": ("(c) with alpha 0: supervised training with an EMA teacher", SEMI_CONFIG, ["SEMI.UNSUP_WEIGHT", "0.0"]),
+    "r": ("(f) with a supervised burn-in of 1,600 iterations (half the run), not 800", PLUS_CONFIG,
+          ["SEMI.BURN_IN_ITERS", "1600"]),
+    "s": ("(f) with a teacher that averages the student during the burn-in too", PLUS_CONFIG,
+          ["SEMI.EMA_DURING_BURN_IN", "True"]),
 }
 SUPERVISED = ("a", "b")
 METRICS = ("AP", "AP50", "AP75")

@@ -6,6 +6,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from detectron2.engine import hooks
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
@@ -126,6 +127,24 @@ def test_resume_restores_teacher_student_optimizer_and_ema_step(tiny_semi, tmp_p
     second.train()
     assert second.iter == 5  # ran iterations 3 and 4
     assert next(h for h in second._hooks if isinstance(h, EMATeacherHook)).step == 5
+
+
+@pytest.mark.parametrize("averaging", [False, True])
+def test_the_teacher_averages_the_student_during_burn_in_only_with_ema_during_burn_in(averaging, tiny_semi, tmp_path):
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path, max_iter=2, **{
+        "TEST.EVAL_PERIOD": "0", "SEMI.EVAL_MODELS": "()", "SEMI.BURN_IN_ITERS": "2",
+        "SEMI.EMA_MOMENTUM": "0.5", "SEMI.EMA_DURING_BURN_IN": str(averaging),
+    })
+    trainer = SoftTeacherTrainer(cfg)
+    weight = lambda model: model.roi_heads.box_predictor.cls_score.weight.detach().clone()  # noqa: E731
+    students = []  # after each step (this hook runs after the EMA hook)
+    trainer.register_hooks([hooks.CallbackHook(after_step=lambda t: students.append(weight(t.student)))])
+    trainer.train()
+    assert not torch.equal(students[0], students[1])
+    # averaging: m = min(0.5, t / (t + 1)) from the first step: a copy, then half and half
+    expected = 0.5 * students[0] + 0.5 * students[1] if averaging else students[1]
+    torch.testing.assert_close(weight(trainer.teacher), expected)
+    assert next(h for h in trainer._hooks if isinstance(h, EMATeacherHook)).step == (2 if averaging else 0)
 
 
 def test_amp_runs_the_step_in_bfloat16_on_the_cpu(tiny_semi, tmp_path):

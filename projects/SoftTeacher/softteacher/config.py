@@ -31,6 +31,9 @@ def add_softteacher_config(cfg):
     cfg.SEMI.EMA_MOMENTUM = 0.999
     # supervised-only iterations before the unsupervised loss starts (0 in the original)
     cfg.SEMI.BURN_IN_ITERS = 0
+    # the teacher averages the student during the burn-in too (beyond the paper); False: it copies
+    # the student until the burn-in ends and averages from there
+    cfg.SEMI.EMA_DURING_BURN_IN = False
     # decay UNSUP_WEIGHT linearly to 0 over the last this many iterations (the paper; not in the
     # original code); 0: off
     cfg.SEMI.UNSUP_WEIGHT_DECAY_ITERS = 0

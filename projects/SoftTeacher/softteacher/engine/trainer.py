@@ -204,8 +204,9 @@ class SoftTeacherTrainer(DefaultTrainer):
     def build_hooks(self):
         self.checkpointer = SafeCheckpointer.replacing(self.checkpointer)
         ret = super().build_hooks()
+        semi = self.cfg.SEMI
         ema = EMATeacherHook(
-            self.teacher, self.student, self.cfg.SEMI.EMA_MOMENTUM, self.cfg.SEMI.BURN_IN_ITERS
+            self.teacher, self.student, semi.EMA_MOMENTUM, 0 if semi.EMA_DURING_BURN_IN else semi.BURN_IN_ITERS
         )
         # right after the LR scheduler: checkpoints and evaluation then see the updated teacher
         position = next(i for i, h in enumerate(ret) if isinstance(h, hooks.LRScheduler)) + 1
