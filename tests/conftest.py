@@ -20,15 +20,19 @@ def config_path(*parts):
     return os.path.join(REPO, "configs", *parts)
 
 
+def read_metrics(metrics_json):
+    with open(metrics_json) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def logged_at(metrics_json, iteration):
     """Every scalar a metrics.json holds for ``iteration``. detectron2's JSONWriter writes a scalar
     under the iteration that last logged it, so a scalar the final step did not log (for example
     semi/bg_weight_mean when it sampled no background) follows that step's line in a line of its own."""
     logged = {}
-    with open(metrics_json) as f:
-        for record in (json.loads(line) for line in f if line.strip()):
-            if record["iteration"] == iteration:
-                logged.update(record)
+    for record in read_metrics(metrics_json):
+        if record["iteration"] == iteration:
+            logged.update(record)
     return logged
 
 

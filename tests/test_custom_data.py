@@ -16,7 +16,7 @@ from softteacher.data import register_custom_from_config
 from softteacher.export import export_plain_model
 from softteacher.inference import category_ids, class_names
 
-from conftest import REPO, config_path, tiny_training_opts
+from conftest import REPO, config_path, read_metrics, tiny_training_opts
 
 sys.path.insert(0, REPO)
 import train_net  # noqa: E402
@@ -76,8 +76,7 @@ def test_train_net_trains_and_evaluates_on_custom_data_by_config_alone(tiny_shap
         ["--config-file", config_path("Custom", "soft_teacher_shapes_as_files.yaml"), *opts]
     )
     train_net.main(args)
-    with open(os.path.join(tmp_path, "metrics.json")) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = read_metrics(os.path.join(tmp_path, "metrics.json"))
     assert any("teacher/bbox/AP" in r and "student/bbox/AP" in r for r in rows)
     # pseudo-label quality was measured against the unlabeled json's annotations
     assert any("semi/recall_rpn" in r for r in rows)

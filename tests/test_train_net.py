@@ -8,7 +8,7 @@ import sys
 import pytest
 from detectron2.engine import default_argument_parser
 
-from conftest import REPO, config_path, tiny_training_opts
+from conftest import REPO, config_path, read_metrics, tiny_training_opts
 
 sys.path.insert(0, REPO)
 import train_net  # noqa: E402
@@ -21,9 +21,7 @@ def run(argv):
 
 
 def last_logged(metrics_json, key):
-    with open(metrics_json) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    return [row[key] for row in rows if key in row][-1]
+    return [row[key] for row in read_metrics(metrics_json) if key in row][-1]
 
 
 def predictions(output_dir, dataset):
