@@ -6,7 +6,7 @@
 Builds ``configs/COCO-SemiSupervised/soft_teacher_R_50_FPN_10pct_180k.yaml`` as shipped (R50-FPN,
 80 classes, 400-1,200 px short side up to 1,333, its RPN and ROI settings) with one GPU's share
 of its batch (1 labeled + 4 unlabeled images; the config's totals are for 8 GPUs), on the embedded
-pictures enlarged to COCO size with 80 COCO categories (``softteacher.data.large_scale``), split
+pictures enlarged to COCO size with 80 COCO categories (``softteacher.datasets.synthetic.large_scale``), split
 10 % labeled by ``tools/split_coco.py``'s default (the original code's selection).
 
 Two departures, said in the result: random weights replace the ImageNet file (none is shipped),
@@ -42,8 +42,8 @@ from detectron2.utils.events import EventStorage  # noqa: E402
 
 from softteacher import SoftTeacherTrainer, load_config  # noqa: E402
 from softteacher.data import build_labeled_unlabeled_loader  # noqa: E402
-from softteacher.data.large_scale import write_coco_like  # noqa: E402
-from softteacher.data.splits import write_split  # noqa: E402
+from softteacher.datasets.splits import write_split  # noqa: E402
+from softteacher.datasets.synthetic.large_scale import write_coco_like  # noqa: E402
 from softteacher.modeling import PseudoLabeler  # noqa: E402
 
 SEMI_CONFIG = os.path.join("configs", "COCO-SemiSupervised", "soft_teacher_R_50_FPN_10pct_180k.yaml")

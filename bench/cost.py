@@ -142,9 +142,9 @@ def time_steps(student, labeler, optimizer, batches, warmup, alpha, amp, device)
     with torch.no_grad(), EventStorage(0):  # the supervised step's targets: each batch's pseudo-boxes, found untimed
         base_targets = [labeler(unlabeled)[0]["cls_targets"] for _, unlabeled in batches]
     step_clock, base_clock = Clock(device), Clock(device)
-    detect, jitter = labeler.teacher_detections, pseudo_labels_module.jitter_reliability
+    detect, jitter = labeler.teacher_detections, pseudo_labels_module.jitter_uncertainty
     labeler.teacher_detections = step_clock.wrap("teacher_pseudo_labelling", detect)
-    pseudo_labels_module.jitter_reliability = step_clock.wrap("box_jitter", jitter)
+    pseudo_labels_module.jitter_uncertainty = step_clock.wrap("box_jitter", jitter)
     per_step, per_base, boxes = [], [], []
     try:
         with EventStorage(0):  # the losses log to it, as in training
@@ -168,7 +168,7 @@ def time_steps(student, labeler, optimizer, batches, warmup, alpha, amp, device)
                                          targets, amp)
                         per_base.append(base_clock.now() - start)
     finally:
-        labeler.teacher_detections, pseudo_labels_module.jitter_reliability = detect, jitter
+        labeler.teacher_detections, pseudo_labels_module.jitter_uncertainty = detect, jitter
     n = len(per_step)
     step = {k: v / n for k, v in step_clock.times.items()}
     step.setdefault("box_jitter", 0.0)  # never called with SEMI.BOX_JITTER False

@@ -91,15 +91,14 @@ def main():
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
     args = parser.parse_args()
     os.makedirs(args.work_dir, exist_ok=True)
-    sys.path.insert(0, os.path.join(REPO, "tools"))
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     import softteacher  # noqa: F401  (registers the embedded data)
-    from softteacher.data.datasets import _shapes_json
-    from softteacher.data.splits import split_paths
+    from softteacher.datasets.builtin import shapes_json
+    from softteacher.datasets.splits import split_paths
 
     pool = DatasetCatalog.get(UNLABELED)  # writes the split files when missing
-    labeled_json, unlabeled_json = split_paths(_shapes_json("train"), 10, 1)
+    labeled_json, unlabeled_json = split_paths(shapes_json("train"), 10, 1)
     num_extra = int(round(len(DatasetCatalog.get("shapes_train")) * args.extra_percent / 100))
     image_root = MetadataCatalog.get(UNLABELED).image_root
 
@@ -134,7 +133,7 @@ def rank(args, weights, top):
     """The ranking of the unlabeled pool by tools/label_next.py (written once, then read)."""
     ranking_file = os.path.join(args.work_dir, "ranking.json")
     if not os.path.exists(ranking_file):
-        import label_next
+        from softteacher.tools import label_next
 
         label_next.main(["--config-file", CONFIG, "--weights", weights, "--input", UNLABELED,
                          "--output", args.work_dir, "--top", str(top), *args.opts])

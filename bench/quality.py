@@ -1,36 +1,28 @@
 #!/usr/bin/env python
 """The semi-supervised gain on two generated datasets: the same model, iterations and seeds per arm.
 
-    python bench/quality.py [--dataset shapes glyphs] [--seeds 1 2] [--arms a c f] [--parallel N]
-                            [KEY VALUE ...]
+    python bench/quality.py [--dataset shapes glyphs] [--seeds 1 2] [--arms soft_teacher ...] [--parallel N]
+                            [--report-only] [KEY VALUE ...]
 
 Per dataset (``shapes``: the embedded data; ``glyphs``: printed characters, registered through
-DATASETS.CUSTOM as a user's own data would be): (a) supervised on 10 %, (b) supervised on 100 %,
-(c) Soft Teacher on 10 % + the other 90 % unlabeled, (d) (c) without soft background weighting,
-(e) (c) without box jitter (no unlabeled box regression), (f) Soft Teacher plus (the
-``soft_teacher_plus`` config: (e) with the teacher's uncertain detections, 0.3-0.9, ignored
-instead of taught as background; so (e) is (f) without ignoring), (m) (f) ignoring only
-0.5-0.9, (k) (c) ignoring 0.5-0.9 (with box jitter), (h) (f) with the unsupervised weight
-decayed to 0 over the last 800 iterations (the paper's schedule, not in the original code), (n)
-(f) with strong views only translated, never rotated or sheared, (q) (c) with alpha 0
-(supervised training with an EMA teacher: how much of the teacher's lead is weight averaging);
-and one arm per other opt-in idea on top of (c): (j) adaptive box jitter, (l) (j) only in unturned
-strong views, (i) (j) choosing among all pseudo-boxes, (g) (l) with adaptive score thresholds.
-The supervised arms augment labeled images as Soft Teacher's labeled stream does.
-Every run is ``train_net.py`` in its own process under ``output/bench/quality/<dataset>/``; a run
-that already finished is read back, not repeated, so an interrupted benchmark continues.
-``--parallel N`` trains N runs at once (for a machine with many cores or a GPU; on 2 cores, 1).
-Trailing KEY VALUE pairs go to every run (e.g. ``SOLVER.MAX_ITER 400`` for a quick look).
+DATASETS.CUSTOM as a user's own data would be), the arms of ``ARMS``: the supervised twins on 10 %
+and 100 % (labeled images augmented as Soft Teacher's labeled stream), Soft Teacher as published
+on 10 % + the other 90 % unlabeled, its ablations (hard background, no box jitter, alpha 0), the
+"plus, no box jitter" recipe (uncertain detections ignored, no unlabeled regression) and its
+variants, and the adaptive box jitter variants. Every run is ``train_net.py`` in its own process
+under ``output/bench/quality/<dataset>/<arm>_seed<seed>``; a finished run is read back, not
+repeated, so an interrupted benchmark continues. ``--parallel N`` trains N runs at once (on 2
+cores, 1). Trailing KEY VALUE pairs go to every run (e.g. ``SOLVER.MAX_ITER 400``).
 
-Writes ``bench/results/quality.json``: top level, (c) vs (a) and (b) on shapes (``ratio`` = (c)
-teacher AP / (a) AP; ``gap_closed`` = ((c) - (a)) / ((b) - (a))) and its ``arms``; under
-``datasets``, per dataset, every arm's teacher and student AP/AP50/AP75 per seed with mean and
-spread, ``gap_closed``, ``gap_closed_plus`` ((f) instead of (c)) and ``jitter_gain_ap75`` ((l) -
-(e) AP75: adaptive box jitter against none; ``jitter_gain_ap75_faithful``: (c) - (e)), and
-per Soft Teacher arm the first seed's classification pseudo-box recall, precision, boxes and
-ignored regions an image over iterations 800-1,600, 1,600-2,400, 2,400-3,200. Also
-``quality.md`` (tables), ``quality.png`` (bars) and ``quality_curves_<dataset>.png`` (AP over
-iterations of every arm, first seed).
+Writes ``bench/results/quality.json``: per dataset (``datasets.<name>``) every arm's teacher and
+student AP/AP50/AP75 per seed with mean and spread, ``gap_closed`` ((soft_teacher - supervised_10pct)
+/ (supervised_100pct - supervised_10pct), teacher AP), ``gap_closed_plus`` (the same for
+plus_no_box_jitter), ``ratio`` (soft_teacher / supervised_10pct), ``jitter_gain_ap75``
+(adaptive_box_jitter_unturned - soft_teacher_no_box_jitter, AP75) and ``jitter_gain_ap75_faithful``
+(soft_teacher - soft_teacher_no_box_jitter), and per Soft Teacher arm the first seed's
+classification pseudo-box recall, precision, boxes and ignored regions an image over iterations
+800-1,600, 1,600-2,400, 2,400-3,200. Also ``quality.md`` (tables), ``quality.png`` (bars) and
+``quality_curves_<dataset>.png`` (AP over iterations of every arm, first seed).
 """
 
 import argparse
@@ -52,38 +44,56 @@ import matplotlib.pyplot as plt  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASETS = {"shapes": os.path.join("configs", "Shapes"), "glyphs": os.path.join("configs", "Glyphs")}
 SEMI_CONFIG = "soft_teacher_R18_FPN_10pct.yaml"
-PLUS_CONFIG = "soft_teacher_plus_R18_FPN_10pct.yaml"
-ADAPTIVE_JITTER = ["SEMI.ADAPTIVE_REG_THRESH.ENABLED", "True"]
+PLUS_CONFIG = "soft_teacher_plus_no_box_jitter_R18_FPN_10pct.yaml"
+ADAPTIVE_JITTER = ["SEMI.ADAPTIVE_REG_UNCERTAINTY_THRESH.ENABLED", "True"]
 IGNORE_UNCERTAIN = ["SEMI.IGNORE_UNCERTAIN", "True", "MODEL.PROPOSAL_GENERATOR.NAME", "PseudoLabelRPN"]
+PLUS = "plus_no_box_jitter"
 ARMS = {
-    "a": ("supervised, 10 % labeled", "supervised_R18_FPN_10pct.yaml", []),
-    "b": ("supervised, 100 % labeled", "supervised_R18_FPN_100pct.yaml", []),
-    "c": ("Soft Teacher, 10 % labeled + 90 % unlabeled", SEMI_CONFIG, []),
-    "d": ("(c) without soft background weighting", SEMI_CONFIG, ["SEMI.SOFT_BG_WEIGHT", "False"]),
-    "e": ("(c) without box jitter (no unlabeled regression)", SEMI_CONFIG, ["SEMI.BOX_JITTER", "False"]),
-    "f": ("Soft Teacher plus: (c) with uncertain detections (0.3-0.9) ignored, not background, and no "
-          "unlabeled box regression", PLUS_CONFIG, []),
-    "g": ("(l) with adaptive score thresholds", SEMI_CONFIG,
-          ADAPTIVE_JITTER + ["SEMI.REG_SKIP_TURNED_VIEWS", "True", "SEMI.ADAPTIVE_SCORE_THRESH.ENABLED", "True"]),
-    "h": ("(f) with alpha decayed to 0 over the last 800 iterations", PLUS_CONFIG,
-          ["SEMI.UNSUP_WEIGHT_DECAY_ITERS", "800"]),
-    "i": ("(j) regressing the most reliable half of all pseudo-boxes (score > 0.5)", SEMI_CONFIG,
-          ADAPTIVE_JITTER + ["SEMI.ADAPTIVE_REG_THRESH.MIN_SCORE", "0.5"]),
-    "j": ("(c) with adaptive box jitter: the more reliable half of the confident pseudo-boxes", SEMI_CONFIG,
-          ADAPTIVE_JITTER),
-    "k": ("(c) with uncertain detections (0.5-0.9) ignored, not background", SEMI_CONFIG, IGNORE_UNCERTAIN),
-    "l": ("(j) regressing only in strong views that are not rotated or sheared", SEMI_CONFIG,
-          ADAPTIVE_JITTER + ["SEMI.REG_SKIP_TURNED_VIEWS", "True"]),
-    "m": ("(f) ignoring uncertain detections only down to 0.5", PLUS_CONFIG, ["SEMI.IGNORE_MIN_SCORE", "0.5"]),
-    "n": ("(f) with strong views only translated, never rotated or sheared", PLUS_CONFIG,
-          ["INPUT.STRONG.GEOMETRIC_OPS", "('translate_x', 'translate_y')"]),
-    "q": ("(c) with alpha 0: supervised training with an EMA teacher", SEMI_CONFIG, ["SEMI.UNSUP_WEIGHT", "0.0"]),
-    "r": ("(f) with a supervised burn-in of 1,600 iterations (half the run), not 800", PLUS_CONFIG,
-          ["SEMI.BURN_IN_ITERS", "1600"]),
-    "s": ("(f) with a teacher that averages the student during the burn-in too", PLUS_CONFIG,
-          ["SEMI.EMA_DURING_BURN_IN", "True"]),
+    "supervised_10pct": ("supervised, 10 % labeled", "supervised_R18_FPN_10pct.yaml", []),
+    "supervised_100pct": ("supervised, 100 % labeled", "supervised_R18_FPN_100pct.yaml", []),
+    "soft_teacher": ("Soft Teacher as published, 10 % labeled + 90 % unlabeled", SEMI_CONFIG, []),
+    "soft_teacher_hard_background": ("soft_teacher without soft background weighting", SEMI_CONFIG,
+                                     ["SEMI.SOFT_BG_WEIGHT", "False"]),
+    "soft_teacher_no_box_jitter": ("soft_teacher without box jitter (no unlabeled regression)", SEMI_CONFIG,
+                                   ["SEMI.BOX_JITTER", "False"]),
+    PLUS: ("soft_teacher_no_box_jitter with uncertain detections (0.3-0.9) ignored, not background",
+           PLUS_CONFIG, []),
+    f"{PLUS}_ignore_from_0.5": (f"{PLUS} ignoring uncertain detections only down to 0.5", PLUS_CONFIG,
+                                ["SEMI.IGNORE_MIN_SCORE", "0.5"]),
+    "soft_teacher_ignore_uncertain": ("soft_teacher with uncertain detections (0.5-0.9) ignored, not background",
+                                      SEMI_CONFIG, IGNORE_UNCERTAIN),
+    f"{PLUS}_alpha_decay": (f"{PLUS} with alpha decayed to 0 over the last 800 iterations", PLUS_CONFIG,
+                            ["SEMI.UNSUP_WEIGHT_DECAY_ITERS", "800"]),
+    f"{PLUS}_translate_only": (f"{PLUS} with strong views only translated, never rotated or sheared",
+                               PLUS_CONFIG, ["INPUT.STRONG.GEOMETRIC_OPS", "('translate_x', 'translate_y')"]),
+    f"{PLUS}_burn_in_1600": (f"{PLUS} with a supervised burn-in of 1,600 iterations (half the run), not 800",
+                             PLUS_CONFIG, ["SEMI.BURN_IN_ITERS", "1600"]),
+    f"{PLUS}_ema_during_burn_in": (f"{PLUS} with a teacher that averages the student during the burn-in too",
+                                   PLUS_CONFIG, ["SEMI.EMA_DURING_BURN_IN", "True"]),
+    "soft_teacher_alpha_0": ("soft_teacher with alpha 0: supervised training with an EMA teacher", SEMI_CONFIG,
+                             ["SEMI.UNSUP_WEIGHT", "0.0"]),
+    "adaptive_box_jitter": ("soft_teacher with adaptive box jitter: the less uncertain half of the confident "
+                            "pseudo-boxes", SEMI_CONFIG, ADAPTIVE_JITTER),
+    "adaptive_box_jitter_unturned": ("adaptive_box_jitter regressing only in strong views that are not rotated "
+                                     "or sheared", SEMI_CONFIG,
+                                     ADAPTIVE_JITTER + ["SEMI.REG_SKIP_TURNED_VIEWS", "True"]),
+    "adaptive_box_jitter_all_scores": ("adaptive_box_jitter choosing among all pseudo-boxes (score > 0.5)",
+                                       SEMI_CONFIG,
+                                       ADAPTIVE_JITTER + ["SEMI.ADAPTIVE_REG_UNCERTAINTY_THRESH.MIN_SCORE", "0.5"]),
+    "adaptive_box_jitter_unturned_adaptive_scores": (
+        "adaptive_box_jitter_unturned with adaptive score thresholds", SEMI_CONFIG,
+        ADAPTIVE_JITTER + ["SEMI.REG_SKIP_TURNED_VIEWS", "True", "SEMI.ADAPTIVE_SCORE_THRESH.ENABLED", "True"]),
 }
-SUPERVISED = ("a", "b")
+# the letters of release 0.1's result files
+LEGACY_ARM_NAMES = {
+    "a": "supervised_10pct", "b": "supervised_100pct", "c": "soft_teacher", "d": "soft_teacher_hard_background",
+    "e": "soft_teacher_no_box_jitter", "f": PLUS, "g": "adaptive_box_jitter_unturned_adaptive_scores",
+    "h": f"{PLUS}_alpha_decay", "i": "adaptive_box_jitter_all_scores", "j": "adaptive_box_jitter",
+    "k": "soft_teacher_ignore_uncertain", "l": "adaptive_box_jitter_unturned", "m": f"{PLUS}_ignore_from_0.5",
+    "n": f"{PLUS}_translate_only", "q": "soft_teacher_alpha_0", "r": f"{PLUS}_burn_in_1600",
+    "s": f"{PLUS}_ema_during_burn_in",
+}
+SUPERVISED = ("supervised_10pct", "supervised_100pct")
 METRICS = ("AP", "AP50", "AP75")
 TARGETS = {"ratio": 1.3, "gap_closed": 0.6}
 PLUS_TARGETS = {"gap_closed_plus": 0.75, "jitter_gain_ap75": 1.0}
@@ -111,13 +121,13 @@ def config_file(dataset, arm):
 def semi_eval_period(dataset):
     from softteacher import load_config
 
-    return load_config(os.path.join(REPO, config_file(dataset, "c"))).TEST.EVAL_PERIOD
+    return load_config(os.path.join(REPO, config_file(dataset, "soft_teacher"))).TEST.EVAL_PERIOD
 
 
 def prepare_dataset(dataset):
     """Generate a dataset's files before its runs start (the embedded one is generated on use)."""
     if dataset == "glyphs":
-        from softteacher.data.glyphs import ensure_glyphs
+        from softteacher.datasets.synthetic.glyphs import ensure_glyphs
 
         ensure_glyphs()
 
@@ -185,13 +195,15 @@ def teacher(arms, arm, metric="AP"):
 def dataset_summary(arms):
     """gap_closed, gap_closed_plus, ratio and the box jitter gains, where their arms have run."""
     out = {}
-    a, b = teacher(arms, "a"), teacher(arms, "b")
-    for key, arm in (("gap_closed", "c"), ("gap_closed_plus", "f")):
+    a, b = teacher(arms, "supervised_10pct"), teacher(arms, "supervised_100pct")
+    for key, arm in (("gap_closed", "soft_teacher"), ("gap_closed_plus", PLUS)):
         if a is not None and b is not None and b != a and arm in arms:
             out[key] = round((teacher(arms, arm) - a) / (b - a), 4)
-    if a is not None and "c" in arms:
-        out["ratio"] = round(teacher(arms, "c") / a, 4)
-    for key, (with_jitter, without) in (("jitter_gain_ap75", ("l", "e")), ("jitter_gain_ap75_faithful", ("c", "e"))):
+    if a is not None and "soft_teacher" in arms:
+        out["ratio"] = round(teacher(arms, "soft_teacher") / a, 4)
+    gains = (("jitter_gain_ap75", ("adaptive_box_jitter_unturned", "soft_teacher_no_box_jitter")),
+             ("jitter_gain_ap75_faithful", ("soft_teacher", "soft_teacher_no_box_jitter")))
+    for key, (with_jitter, without) in gains:
         if with_jitter in arms and without in arms:
             out[key] = round(teacher(arms, with_jitter, "AP75") - teacher(arms, without, "AP75"), 2)
     return out
@@ -205,10 +217,12 @@ def table_lines(arms, summary):
             for metric in METRICS:
                 value = result["mean"][model][metric]
                 cells.append(f"{value['mean']:.1f}" + (f" ±{value['spread'] / 2:.1f}" if value["spread"] else ""))
-        lines.append(f"| ({arm}) | {result['what']} | " + " | ".join(cells) + f" | {len(result['seeds'])} |")
-    words = {"gap_closed": "gap closed by (c)", "gap_closed_plus": "gap closed by (f)", "ratio": "(c)/(a) AP",
-             "jitter_gain_ap75": "adaptive box jitter's AP75 gain, (l)-(e)",
-             "jitter_gain_ap75_faithful": "box jitter's AP75 gain, faithful, (c)-(e)"}
+        lines.append(f"| {arm} | {result['what']} | " + " | ".join(cells) + f" | {len(result['seeds'])} |")
+    words = {"gap_closed": "gap closed by soft_teacher", "gap_closed_plus": f"gap closed by {PLUS}",
+             "ratio": "soft_teacher / supervised_10pct AP",
+             "jitter_gain_ap75": "adaptive box jitter's AP75 gain "
+                                 "(adaptive_box_jitter_unturned - soft_teacher_no_box_jitter)",
+             "jitter_gain_ap75_faithful": "box jitter's AP75 gain (soft_teacher - soft_teacher_no_box_jitter)"}
     if summary:
         lines += ["", "; ".join(f"{words[k]}: **{v:+.2f}**" if k.startswith("jitter") else f"{words[k]}: **{v:.3f}**"
                                 for k, v in summary.items())]
@@ -224,7 +238,7 @@ def pseudo_label_lines(arms):
         phases = result[key]
         parts = [f"{name}: " + ", ".join(f"{k.replace('_cls', '')} {v:.2f}" for k, v in means.items())
                  for name, means in phases.items()]
-        lines.append(f"- ({arm}), seed {key.rpartition('seed')[2]}: " + "; ".join(parts))
+        lines.append(f"- {arm}, seed {key.rpartition('seed')[2]}: " + "; ".join(parts))
     return ["", "Classification pseudo-boxes by iterations (mean of the logged values):", ""] + lines if lines else []
 
 
@@ -236,7 +250,7 @@ def plot_bars(path, datasets):
             means = [arms[n]["mean"][model]["AP"]["mean"] for n in names]
             spreads = [arms[n]["mean"][model]["AP"]["spread"] / 2 for n in names]
             ax.bar([i + offset for i in range(len(names))], means, 0.4, yerr=spreads, label=model, capsize=3)
-        ax.set_xticks(range(len(names)), [f"({n})\n" + textwrap.fill(arms[n]["what"], 18) for n in names], fontsize=6)
+        ax.set_xticks(range(len(names)), [textwrap.fill(n.replace("_", " "), 14) for n in names], fontsize=6)
         ax.set_ylabel(f"COCO AP on {dataset} val")
         ax.set_title(f"{dataset}: supervised vs Soft Teacher vs plus (same model and iterations)")
         ax.legend()
@@ -254,7 +268,7 @@ def plot_curves(path, dataset, arms):
                 continue
             last = curve[-1][0]  # the final evaluation is logged at MAX_ITER, the others one before
             ax.plot([min(i + 1, last) for i, _ in curve], [m["AP"] for _, m in curve], marker="o",
-                    label=f"({arm}) {model}")
+                    label=f"{arm} {model}")
     ax.set_xlabel("iteration")
     ax.set_ylabel("AP")
     ax.set_title(f"{dataset}: AP over training (teacher or supervised model, first seed)")
@@ -292,6 +306,7 @@ def collect(work_dir, dataset):
     runs = {}
     for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
         arm, _, seed = name.partition("_seed")
+        arm = LEGACY_ARM_NAMES.get(arm, arm)
         done = os.path.join(root, name, "quality_run.json")
         if arm in ARMS and os.path.exists(done):
             with open(done) as f:
@@ -328,17 +343,23 @@ def write_results(args):
         "date": time.strftime("%Y-%m-%d"),
         "command": "python bench/quality.py " + " ".join(sys.argv[1:]),
     }
-    with open(os.path.join(args.results, "quality.json"), "w") as f:
+    write_report(result, args.results)
+
+
+def write_report(result, results_dir):
+    """quality.json, quality.md (tables), quality.png (bars) and quality_curves_<dataset>.png."""
+    with open(os.path.join(results_dir, "quality.json"), "w") as f:
         json.dump(result, f, indent=1)
+    datasets = result["datasets"]
     lines = []
     for dataset, block in datasets.items():
         summary = {k: v for k, v in block.items() if k != "arms"}
         lines += [f"### {dataset}", ""] + table_lines(block["arms"], summary) + pseudo_label_lines(block["arms"]) + [""]
-        plot_curves(os.path.join(args.results, f"quality_curves_{dataset}.png"), dataset, block["arms"])
-    with open(os.path.join(args.results, "quality.md"), "w") as f:
+        plot_curves(os.path.join(results_dir, f"quality_curves_{dataset}.png"), dataset, block["arms"])
+    with open(os.path.join(results_dir, "quality.md"), "w") as f:
         f.write("\n".join(lines))
     if datasets:
-        plot_bars(os.path.join(args.results, "quality.png"), {d: b["arms"] for d, b in datasets.items()})
+        plot_bars(os.path.join(results_dir, "quality.png"), {d: b["arms"] for d, b in datasets.items()})
     print("\n".join(lines), flush=True)
 
 
@@ -348,11 +369,16 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--parallel", type=int, default=1, help="runs trained at once")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the result files from the finished runs under --work-dir, train nothing")
     parser.add_argument("--work-dir", default=os.path.join(REPO, "output", "bench", "quality"))
     parser.add_argument("--results", default=os.path.join(REPO, "bench", "results"))
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
     args = parser.parse_args()
     os.makedirs(args.results, exist_ok=True)
+    if args.report_only:
+        write_results(args)
+        return
     for dataset in args.dataset:
         os.makedirs(os.path.join(args.work_dir, dataset), exist_ok=True)
         prepare_dataset(dataset)

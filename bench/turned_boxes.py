@@ -18,7 +18,7 @@ import os
 import cv2
 import numpy as np
 
-from softteacher.data import shapes
+from softteacher.datasets.synthetic import shapes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

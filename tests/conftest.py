@@ -8,7 +8,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
-from softteacher.data import shapes
+from softteacher.datasets.synthetic import shapes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SIZES = {"train": 12, "val": 6}
@@ -68,7 +68,7 @@ def tiny_training_opts(output_dir, max_iter=3):
 @pytest.fixture(scope="session")
 def tiny_semi(tiny_shapes):
     """Registers a 25 % labeled split of the tiny training set; returns (labeled, unlabeled)."""
-    from softteacher.data import register_semi_coco
+    from softteacher.datasets import register_semi_coco
 
     json_file = os.path.join(tiny_shapes, "annotations", "instances_train.json")
     names = ("tiny_shapes_train.1@25", "tiny_shapes_train.1@25-unlabeled")

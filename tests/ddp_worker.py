@@ -13,7 +13,6 @@ OUT_DIR/rank{r}.error.
 
 import argparse
 import os
-import sys
 
 import torch
 from detectron2.data import DatasetCatalog
@@ -21,11 +20,10 @@ from detectron2.data.datasets import register_coco_instances
 from detectron2.engine import launch
 from detectron2.utils import comm
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from softteacher import SoftTeacherTrainer  # noqa: E402
-from softteacher.data import register_semi_coco  # noqa: E402
+from softteacher import SoftTeacherTrainer
+from softteacher.datasets import register_semi_coco
 
-from conftest import EVERY_DETECTION_IS_A_PSEUDO_BOX, make_loss_non_finite, soft_teacher_cfg  # noqa: E402
+from conftest import EVERY_DETECTION_IS_A_PSEUDO_BOX, make_loss_non_finite, soft_teacher_cfg
 
 
 def register(root):

@@ -1,4 +1,4 @@
-"""Soft Teacher training on the tiny data, to be killed by test_reliability.py.
+"""Soft Teacher training on the tiny data, to be killed by test_failure_handling.py.
 
     python tests/kill_worker.py TINY_ROOT OUT_DIR MAX_ITER PERIOD [--resume] [--die-in-save N]
 
@@ -11,17 +11,14 @@ import argparse
 import io
 import os
 import signal
-import sys
 
 import torch
+from ddp_worker import register
 from detectron2.engine import HookBase
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ddp_worker import register  # noqa: E402
+from softteacher import SoftTeacherTrainer
 
-from softteacher import SoftTeacherTrainer  # noqa: E402
-
-from conftest import soft_teacher_cfg  # noqa: E402
+from conftest import soft_teacher_cfg
 
 LABELED, UNLABELED = "tiny_shapes_train.1@25", "tiny_shapes_train.1@25-unlabeled"
 

@@ -16,8 +16,8 @@ from softteacher.annotation import saved_labeler_state
 from softteacher.config import validate_softteacher_config
 from softteacher.modeling import PseudoLabeler, pseudo_labels
 from softteacher.modeling.adaptive_thresholds import (
-    ReliabilityQuantileThreshold,
     ScoreMixtureThresholds,
+    UncertaintyQuantileThreshold,
     fit_two_gaussians,
 )
 
@@ -71,8 +71,8 @@ def test_score_window_keeps_the_most_recent_scores():
     assert sorted(window.values[0].tolist()) == pytest.approx([0.3, 0.4, 0.5, 0.6])
 
 
-def test_reliability_threshold_is_the_quantile_of_the_window():
-    threshold = ReliabilityQuantileThreshold(pass_fraction=0.25, window=8)
+def test_uncertainty_threshold_is_the_quantile_of_the_window():
+    threshold = UncertaintyQuantileThreshold(pass_fraction=0.25, window=8)
     assert threshold.update(torch.tensor([0.01, 0.02, 0.03, 0.04, 0.05])) == pytest.approx(0.02)
     # 8 most recent: 0.02 .. 0.05 and 0.10 .. 0.40 (0.01 dropped); 25 % quantile by linear interpolation
     value = threshold.update(torch.tensor([0.10, 0.20, 0.30, 0.40]))
@@ -97,22 +97,23 @@ def test_labeler_keeps_by_each_class_threshold_and_adapts_only_on_training_steps
         "SEMI.BOX_JITTER": "False",
     })
     _, labeler = student_and_labeler(cfg)
-    labeler.score_thresholds.thresholds[:] = torch.tensor([0.6, 0.8, 0.9, 0.9, 0.9])
+    labeler.thresholds.adaptive_scores.thresholds[:] = torch.tensor([0.6, 0.8, 0.9, 0.9, 0.9])
     raw = [_detections([0.7, 0.7, 0.85, 0.3], [0, 1, 1, 0])]
     labeler.teacher_detections = lambda weak: (raw, None)
     detections, _ = labeler.label([None])  # not a training step: thresholds as they are
     d = detections[0]
     assert d.scores.tolist() == pytest.approx([0.7, 0.7, 0.85])  # 0.3 under PSEUDO_SCORE_THRESH
     assert d.keep_rpn.tolist() == d.keep_cls.tolist() == [True, False, True]
-    assert labeler.score_thresholds.window.count.sum() == 0
+    assert labeler.thresholds.adaptive_scores.window.count.sum() == 0
     labeler.label([None], adapt=True)  # a training step: every detection's score enters the window
-    assert labeler.score_thresholds.window.count.tolist() == [2, 2, 0, 0, 0]
+    assert labeler.thresholds.adaptive_scores.window.count.tolist() == [2, 2, 0, 0, 0]
 
 
-def test_labeler_passes_the_most_reliable_fraction_for_regression(tiny_semi, tmp_path):
+def test_labeler_passes_the_least_uncertain_fraction_for_regression(tiny_semi, tmp_path):
     cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **{
-        "SEMI.ADAPTIVE_REG_THRESH.ENABLED": "True", "SEMI.ADAPTIVE_REG_THRESH.PASS_FRACTION": "0.5",
-        "SEMI.ADAPTIVE_REG_THRESH.MIN_SCORE": "0.0", "SEMI.PSEUDO_SCORE_THRESH": "0.0",
+        "SEMI.ADAPTIVE_REG_UNCERTAINTY_THRESH.ENABLED": "True",
+        "SEMI.ADAPTIVE_REG_UNCERTAINTY_THRESH.PASS_FRACTION": "0.5",
+        "SEMI.ADAPTIVE_REG_UNCERTAINTY_THRESH.MIN_SCORE": "0.0", "SEMI.PSEUDO_SCORE_THRESH": "0.0",
     })
     _, labeler = student_and_labeler(cfg)
     _, unlabeled = one_batch(cfg)
@@ -122,68 +123,70 @@ def test_labeler_passes_the_most_reliable_fraction_for_regression(tiny_semi, tmp
         detections, _ = labeler.label([u["weak"] for u in unlabeled])
     uncertainty = torch.cat([d.uncertainty for d in detections])
     assert len(uncertainty) > 10
-    threshold = labeler.reg_threshold
+    threshold = labeler.thresholds.current_reg_uncertainty_thresh
     assert stats["semi/reg_uncertainty_thresh"] == pytest.approx(threshold)
-    # the threshold is the median of the training step's reliabilities: about half pass
+    # the threshold is the median of the training step's uncertainties: about half pass
     assert 0.3 < stats["semi/jitter_pass_fraction"] < 0.7
     assert torch.equal(torch.cat([d.keep_reg for d in detections]), uncertainty < threshold)
 
 
-def test_adaptive_regression_boxes_are_the_reliable_half_of_those_above_the_minimum_score(
+def test_adaptive_regression_boxes_are_the_less_uncertain_half_of_those_above_the_minimum_score(
     tiny_semi, tmp_path, monkeypatch
 ):
     cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **{
-        "SEMI.ADAPTIVE_REG_THRESH.ENABLED": "True", "SEMI.ADAPTIVE_REG_THRESH.MIN_SCORE": "0.5",
+        "SEMI.ADAPTIVE_REG_UNCERTAINTY_THRESH.ENABLED": "True",
+        "SEMI.ADAPTIVE_REG_UNCERTAINTY_THRESH.MIN_SCORE": "0.5",
         "SEMI.PSEUDO_SCORE_THRESH": "0.0",
     })
     _, labeler = student_and_labeler(cfg)
     scores = [0.9, 0.8, 0.7, 0.6, 0.4, 0.3]
     raw = [_detections(scores, [0] * 6)]
     labeler.teacher_detections = lambda weak: (raw, SimpleNamespace(refine=None))
-    reliabilities = torch.tensor([0.05, 0.01, 0.04, 0.02, 0.001, 0.002])  # the two lowest score <= 0.5
-    monkeypatch.setattr(pseudo_labels, "jitter_reliability", lambda *args: [reliabilities])
+    uncertainties = torch.tensor([0.05, 0.01, 0.04, 0.02, 0.001, 0.002])  # the two lowest score <= 0.5
+    monkeypatch.setattr(pseudo_labels, "jitter_uncertainty", lambda *args: [uncertainties])
     detections, _ = labeler.label([None], adapt=True)
     # the window holds the 4 boxes above 0.5: median of 0.01, 0.02, 0.04, 0.05 = 0.03
-    assert labeler.reg_threshold == pytest.approx(0.03)
+    assert labeler.thresholds.current_reg_uncertainty_thresh == pytest.approx(0.03)
     assert detections[0].keep_reg.tolist() == [False, True, False, True, False, False]
 
 
 def test_adaptive_thresholds_are_logged_per_class_and_resume(tiny_semi, tmp_path):
     cfg = soft_teacher_cfg(*tiny_semi, tmp_path, max_iter=2, **{
         "SEMI.ADAPTIVE_SCORE_THRESH.ENABLED": "True", "SEMI.ADAPTIVE_SCORE_THRESH.MIN_SCORES": "1",
-        "SEMI.ADAPTIVE_REG_THRESH.ENABLED": "True", "SEMI.PSEUDO_SCORE_THRESH": "0.0",
+        "SEMI.ADAPTIVE_REG_UNCERTAINTY_THRESH.ENABLED": "True", "SEMI.PSEUDO_SCORE_THRESH": "0.0",
         "SEMI.VIS_PERIOD": "0", "TEST.EVAL_PERIOD": "0",
     })
     trainer = SoftTeacherTrainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
-    labeler = trainer.pseudo_labeler
+    thresholds = trainer.pseudo_labeler.thresholds
     history = trainer.storage.histories()
-    for name, value in zip(("disk", "triangle", "rectangle", "star", "cross"), labeler.score_thresholds.thresholds):
+    for name, value in zip(("disk", "triangle", "rectangle", "star", "cross"), thresholds.adaptive_scores.thresholds):
         assert history[f"semi/score_thresh/{name}"].latest() == pytest.approx(float(value))
-    assert history["semi/reg_uncertainty_thresh"].latest() == pytest.approx(labeler.reg_threshold)
+    reached = thresholds.current_reg_uncertainty_thresh
+    assert history["semi/reg_uncertainty_thresh"].latest() == pytest.approx(reached)
     saved = torch.load(tmp_path / "model_final.pth", weights_only=False)["pseudo_labeler"]
     resumed = SoftTeacherTrainer(cfg)
     resumed.resume_or_load(resume=True)
     state = resumed.pseudo_labeler.state_dict()
     saved_window = saved["score_thresholds"]["window"]["values"]
     torch.testing.assert_close(state["score_thresholds"]["window"]["values"], saved_window)
-    torch.testing.assert_close(state["score_thresholds"]["thresholds"], labeler.score_thresholds.thresholds)
-    assert resumed.pseudo_labeler.reg_threshold == pytest.approx(labeler.reg_threshold)
-    assert math.isfinite(labeler.reg_threshold)
+    torch.testing.assert_close(state["score_thresholds"]["thresholds"], thresholds.adaptive_scores.thresholds)
+    assert resumed.pseudo_labeler.thresholds.current_reg_uncertainty_thresh == pytest.approx(reached)
+    assert math.isfinite(reached)
     # the tools label with the thresholds training reached; a labeller that saw nothing uses the fixed ones
     fresh = PseudoLabeler(cfg, trainer.teacher)
-    assert fresh.reg_threshold == cfg.SEMI.REG_UNCERTAINTY_THRESH
-    assert fresh.score_thresholds.thresholds.tolist() == pytest.approx([cfg.SEMI.CLS_PSEUDO_THRESH] * 5)
+    assert fresh.thresholds.current_reg_uncertainty_thresh == cfg.SEMI.REG_UNCERTAINTY_THRESH
+    assert fresh.thresholds.adaptive_scores.thresholds.tolist() == pytest.approx([cfg.SEMI.CLS_PSEUDO_THRESH] * 5)
     fresh.load_state_dict(saved_labeler_state(str(tmp_path / "model_final.pth")))
-    assert fresh.reg_threshold == pytest.approx(labeler.reg_threshold)
-    torch.testing.assert_close(fresh.score_thresholds.thresholds, labeler.score_thresholds.thresholds)
+    assert fresh.thresholds.current_reg_uncertainty_thresh == pytest.approx(reached)
+    torch.testing.assert_close(fresh.thresholds.adaptive_scores.thresholds, thresholds.adaptive_scores.thresholds)
 
 
 @pytest.mark.parametrize("key, value, words", [
     ("SEMI.ADAPTIVE_SCORE_THRESH.RANGE", "(0.9, 0.5)", "low <= high"),
-    ("SEMI.ADAPTIVE_REG_THRESH.PASS_FRACTION", "0.0", "a fraction in (0, 1]"),
-    ("SEMI.ADAPTIVE_REG_THRESH.MIN_SCORE", "1.5", "a score threshold in [0, 1]"),
+    ("SEMI.ADAPTIVE_REG_UNCERTAINTY_THRESH.PASS_FRACTION", "0.0", "a fraction in (0, 1]"),
+    ("SEMI.ADAPTIVE_REG_UNCERTAINTY_THRESH.MIN_SCORE", "1.5", "a score threshold in [0, 1]"),
     ("SEMI.ADAPTIVE_SCORE_THRESH.MIN_SCORES", "5000", "at most WINDOW"),
 ])
 def test_bad_adaptive_values_stop_at_start_naming_the_key(tiny_semi, tmp_path, key, value, words):

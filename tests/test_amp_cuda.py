@@ -32,7 +32,7 @@ def test_two_fp16_steps_keep_the_soft_loss_and_box_jitter_in_float32_and_save_th
         return loss
 
     monkeypatch.setattr(predictor, "weighted_cls_loss", spy_cls_loss)
-    jitter_reliability = pseudo_labels.jitter_reliability
+    jitter_uncertainty = pseudo_labels.jitter_uncertainty
 
     def spy_jitter(refine, boxes, classes, times, scale):
         def spy_refine(b, c):
@@ -40,16 +40,16 @@ def test_two_fp16_steps_keep_the_soft_loss_and_box_jitter_in_float32_and_save_th
             seen["refined"] = {r.dtype for r in refined}
             return refined
 
-        reliability = jitter_reliability(spy_refine, boxes, classes, times, scale)
-        seen["reliability"] = {r.dtype for r in reliability}
-        return reliability
+        uncertainty = jitter_uncertainty(spy_refine, boxes, classes, times, scale)
+        seen["uncertainty"] = {u.dtype for u in uncertainty}
+        return uncertainty
 
-    monkeypatch.setattr(pseudo_labels, "jitter_reliability", spy_jitter)
+    monkeypatch.setattr(pseudo_labels, "jitter_uncertainty", spy_jitter)
     trainer.train()
 
     assert torch.float16 in seen["box_head"]  # autocast really ran the heads in half precision
     assert seen["cls_weights"] == seen["cls_loss"] == torch.float32
-    assert seen["refined"] == seen["reliability"] == {torch.float32}
+    assert seen["refined"] == seen["uncertainty"] == {torch.float32}
     losses = trainer.storage.history("total_loss").values()
     assert len(losses) == 2 and all(math.isfinite(v) for v, _ in losses)
     unsup = trainer.storage.history("unsup_loss_cls").values()

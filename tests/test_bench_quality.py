@@ -3,14 +3,12 @@ against hand-computed values."""
 
 import json
 import os
+import subprocess
 import sys
 
 import pytest
 
 from conftest import REPO
-
-sys.path.insert(0, os.path.join(REPO, "bench"))
-import quality  # noqa: E402
 
 
 def write_run(root, dataset, arm, seed, ap, ap75):
@@ -37,8 +35,8 @@ def test_summary_per_dataset_and_the_top_level_faithful_numbers(tmp_path):
             f.write(json.dumps(record) + "\n")
     results = tmp_path / "results"
     results.mkdir()
-    args = type("Args", (), {"work_dir": work, "results": str(results), "opts": []})
-    quality.write_results(args)
+    subprocess.run([sys.executable, os.path.join(REPO, "bench", "quality.py"), "--report-only", "--work-dir", work,
+                    "--results", str(results)], check=True, capture_output=True)
     with open(results / "quality.json") as f:
         out = json.load(f)
     shapes = out["datasets"]["shapes"]

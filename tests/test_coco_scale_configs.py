@@ -15,8 +15,8 @@ import sys
 import pytest
 
 from softteacher import load_config
-from softteacher.data.large_scale import write_coco_like, write_voc_like
-from softteacher.data.splits import write_split
+from softteacher.datasets.splits import write_split
+from softteacher.datasets.synthetic.large_scale import write_coco_like, write_voc_like
 
 from conftest import REPO, logged_at
 

@@ -10,7 +10,7 @@ from detectron2.config import get_cfg
 
 from softteacher import add_softteacher_config, load_config
 from softteacher.config import validate_softteacher_config
-from softteacher.data import shapes
+from softteacher.datasets.synthetic import shapes
 from softteacher.engine.trainer import check_semi_supervised_model
 
 from conftest import config_path

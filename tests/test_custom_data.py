@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import sys
 
 import pytest
 import torch
@@ -12,14 +11,12 @@ from detectron2.engine import default_argument_parser
 from detectron2.modeling import build_model
 
 from softteacher import load_config
-from softteacher.data import register_custom_from_config
+from softteacher.datasets import register_custom_from_config
+from softteacher.engine import launch
 from softteacher.export import export_plain_model
 from softteacher.inference import category_ids, class_names
 
-from conftest import REPO, config_path, read_metrics, tiny_training_opts
-
-sys.path.insert(0, REPO)
-import train_net  # noqa: E402
+from conftest import config_path, read_metrics, tiny_training_opts
 
 
 def custom_opts(root, name, unlabeled_json=True):
@@ -75,7 +72,7 @@ def test_train_net_trains_and_evaluates_on_custom_data_by_config_alone(tiny_shap
     args = default_argument_parser().parse_args(
         ["--config-file", config_path("Custom", "soft_teacher_shapes_as_files.yaml"), *opts]
     )
-    train_net.main(args)
+    launch.main(args)
     rows = read_metrics(os.path.join(tmp_path, "metrics.json"))
     assert any("teacher/bbox/AP" in r and "student/bbox/AP" in r for r in rows)
     # pseudo-label quality was measured against the unlabeled json's annotations

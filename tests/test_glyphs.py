@@ -8,7 +8,8 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from softteacher import load_config
-from softteacher.data import glyphs, register_custom_from_config, shapes
+from softteacher.datasets import register_custom_from_config
+from softteacher.datasets.synthetic import glyphs, shapes
 
 from conftest import config_path
 

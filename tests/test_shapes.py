@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from softteacher.data import shapes
+from softteacher.datasets.synthetic import shapes
 
 
 def _digest(root, split):

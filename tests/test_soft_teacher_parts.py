@@ -8,7 +8,7 @@ from detectron2.structures import Boxes, Instances
 from torch import nn
 
 from softteacher.engine import EMATeacherHook, ema_momentum, ema_update
-from softteacher.modeling import WeightedFastRCNNOutputLayers, jitter_boxes, jitter_reliability
+from softteacher.modeling import WeightedFastRCNNOutputLayers, jitter_boxes, jitter_uncertainty
 from softteacher.modeling.pseudo_labels import jitter_filter_iou
 
 
@@ -43,7 +43,7 @@ def test_jitter_offsets_are_normal_scaled_by_box_size_with_sizes_clamped():
     assert offsets.mean(dim=1).abs().max() < 0.1
 
 
-def test_jitter_reliability_matches_a_hand_computation_with_one_refine_call():
+def test_jitter_uncertainty_matches_a_hand_computation_with_one_refine_call():
     boxes = [torch.tensor([[10.0, 20.0, 60.0, 50.0]]), torch.tensor([[0.0, 0.0, 30.0, 40.0], [5.0, 5.0, 25.0, 15.0]])]
     classes = [torch.tensor([1]), torch.tensor([0, 2])]
     times = 10
@@ -56,7 +56,7 @@ def test_jitter_reliability_matches_a_hand_computation_with_one_refine_call():
         offsets = torch.stack([k, torch.zeros(times), torch.zeros(times), 2 * k], 1)
         return [(b[:, None, :] + offsets).reshape(-1, 4) for b in boxes]
 
-    result = jitter_reliability(refine, boxes, classes, times, 0.06)
+    result = jitter_uncertainty(refine, boxes, classes, times, 0.06)
     assert calls == [([10, 20], [[1] * 10, [0] * 10 + [2] * 10])]
     std_k = math.sqrt(sum((k - 4.5) ** 2 for k in range(times)) / (times - 1))  # Bessel
     for got, image_boxes in zip(result, boxes):
@@ -65,8 +65,8 @@ def test_jitter_reliability_matches_a_hand_computation_with_one_refine_call():
             assert value == pytest.approx((std_k / width + 2 * std_k / height) / 4, rel=1e-5)
 
 
-def test_jitter_reliability_of_no_boxes_is_empty():
-    result = jitter_reliability(lambda b, c: b, [torch.zeros(0, 4)], [torch.zeros(0, dtype=torch.long)], 10, 0.06)
+def test_jitter_uncertainty_of_no_boxes_is_empty():
+    result = jitter_uncertainty(lambda b, c: b, [torch.zeros(0, 4)], [torch.zeros(0, dtype=torch.long)], 10, 0.06)
     assert result[0].shape == (0,)
 
 

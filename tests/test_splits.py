@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from softteacher.data.splits import load_coco_dict, split_image_ids, split_paths, write_split
+from softteacher.datasets.splits import load_coco_dict, split_image_ids, split_paths, write_split
 
 POOL = list(range(1, 2001))
 
@@ -97,10 +97,7 @@ def test_broken_json_and_missing_keys_name_the_file_and_key(tmp_path):
 
 
 def test_split_tool_writes_every_requested_percent_and_fold(tmp_path, capsys):
-    import sys
-
-    sys.path.insert(0, str(__import__("conftest").REPO))
-    from tools.split_coco import main
+    from softteacher.tools.split_coco import main
 
     src = tmp_path / "instances_x.json"
     src.write_text(json.dumps({"images": [{"id": i} for i in range(1, 101)], "annotations": [],
@@ -116,7 +113,7 @@ def test_a_plain_image_folder_is_an_unlabeled_dataset(tmp_path):
     import cv2
     import numpy as np
 
-    from softteacher.data.datasets import load_image_folder
+    from softteacher.datasets.coco_files import load_image_folder
 
     (tmp_path / "sub").mkdir()
     cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((30, 40, 3), np.uint8))

@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import sys
 
 import cv2
 import pytest
@@ -18,13 +17,9 @@ from softteacher.annotation import binary_entropy
 from softteacher.export import export_plain_model
 from softteacher.inference import ImageReader, find_images
 from softteacher.modeling import PseudoLabeler
+from softteacher.tools import label_next, predict, pseudo_label
 
-from conftest import REPO, config_path
-
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import label_next  # noqa: E402
-import predict  # noqa: E402
-import pseudo_label  # noqa: E402
+from conftest import config_path
 
 CONFIG = config_path("Shapes", "soft_teacher_R18_FPN_10pct.yaml")
 OPTS = ["DATASETS.TEST", "('tiny_shapes_val',)", "MODEL.DEVICE", "cpu", "SEMI.PSEUDO_SCORE_THRESH", "0.0"]

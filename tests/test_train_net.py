@@ -3,21 +3,19 @@
 import json
 import math
 import os
-import sys
 
 import pytest
 from detectron2.engine import default_argument_parser
 
-from conftest import REPO, config_path, read_metrics, tiny_training_opts
+from softteacher.engine import launch
 
-sys.path.insert(0, REPO)
-import train_net  # noqa: E402
+from conftest import config_path, read_metrics, tiny_training_opts
 
 CONFIG = config_path("Shapes", "supervised_R18_FPN_10pct.yaml")
 
 
 def run(argv):
-    return train_net.main(default_argument_parser().parse_args(argv))
+    return launch.main(default_argument_parser().parse_args(argv))
 
 
 def last_logged(metrics_json, key):
@@ -101,8 +99,7 @@ def test_exported_teacher_gives_vanilla_detectron2_the_logged_ap(tiny_semi, tmp_
     from detectron2.evaluation import COCOEvaluator, inference_on_dataset
     from detectron2.modeling import GeneralizedRCNN, build_model
 
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    import export_model
+    from softteacher.tools import export_model
 
     train_dir = tmp_path / "train"
     run(["--config-file", SEMI_CONFIG, *semi_opts(train_dir, *tiny_semi, max_iter=3)])
@@ -124,10 +121,10 @@ def test_exported_teacher_gives_vanilla_detectron2_the_logged_ap(tiny_semi, tmp_
 
 
 def test_num_gpus_without_cuda_warns_that_it_runs_cpu_processes(capsys, monkeypatch):
-    monkeypatch.setattr(train_net.torch.cuda, "is_available", lambda: False)
-    train_net.warn_without_cuda(default_argument_parser().parse_args(["--num-gpus", "8"]))
+    monkeypatch.setattr(launch.torch.cuda, "is_available", lambda: False)
+    launch.warn_without_cuda(default_argument_parser().parse_args(["--num-gpus", "8"]))
     assert "--num-gpus 8 runs 8 CPU processes" in capsys.readouterr().err
-    train_net.warn_without_cuda(default_argument_parser().parse_args(["--num-gpus", "1"]))
+    launch.warn_without_cuda(default_argument_parser().parse_args(["--num-gpus", "1"]))
     assert capsys.readouterr().err == ""
 
 
@@ -136,11 +133,11 @@ def test_num_gpus_without_cuda_warns_that_it_runs_cpu_processes(capsys, monkeypa
     (("COCO-SemiSupervised", "soft_teacher_R_50_FPN_10pct_180k.yaml"), True),  # bfloat16 on the CPU
 ])
 def test_amp_configs_set_up_on_a_machine_without_cuda(config, amp_after, tmp_path, monkeypatch):
-    monkeypatch.setattr(train_net.torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(train_net, "validate_softteacher_config", lambda cfg: None)  # no COCO here
+    monkeypatch.setattr(launch.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(launch, "validate_softteacher_config", lambda cfg: None)  # no COCO here
     args = default_argument_parser().parse_args(
         ["--config-file", config_path(*config), "MODEL.WEIGHTS", "", "OUTPUT_DIR", str(tmp_path)])
-    cfg = train_net.setup(args)
+    cfg = launch.setup(args)
     assert cfg.MODEL.DEVICE == "cpu" and cfg.SOLVER.AMP.ENABLED is amp_after
 
 
@@ -151,9 +148,9 @@ def test_supervised_training_augments_labeled_images_as_soft_teachers_labeled_st
     from softteacher.data.augmentations import RandomColorOp
 
     captured = {}
-    monkeypatch.setattr(train_net, "build_detection_train_loader", lambda cfg, mapper: captured.update(mapper=mapper))
+    monkeypatch.setattr(launch, "build_detection_train_loader", lambda cfg, mapper: captured.update(mapper=mapper))
     cfg = load_config(CONFIG, ["INPUT.LABELED_COLOR_AUG", str(colour), "MODEL.DEVICE", "cpu"])
-    train_net.Trainer.build_train_loader(cfg)
+    launch.SupervisedTrainer.build_train_loader(cfg)
     supervised = captured["mapper"].augmentations.augs
     semi = load_config(config_path("Shapes", "soft_teacher_R18_FPN_10pct.yaml"),
                        ["INPUT.LABELED_COLOR_AUG", str(colour), "MODEL.DEVICE", "cpu"])

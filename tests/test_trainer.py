@@ -13,9 +13,9 @@ from detectron2.utils.events import EventStorage
 from softteacher import SoftTeacherTrainer, load_config
 from softteacher.config import check_initial_weights
 from softteacher.data import build_labeled_unlabeled_loader
-from softteacher.data.augmentations import map_boxes
 from softteacher.engine import EMATeacherHook
-from softteacher.modeling import PseudoLabeler, jitter_reliability
+from softteacher.modeling import PseudoLabeler, jitter_uncertainty
+from softteacher.structures import map_boxes
 
 from conftest import EVERY_DETECTION_IS_A_PSEUDO_BOX, config_path, soft_teacher_cfg
 
@@ -169,7 +169,7 @@ def test_box_jitter_refines_every_copy_of_every_image_in_one_box_head_call(tiny_
     with EventStorage(0):
         detections, head = labeler.detect([u["weak"] for u in unlabeled])
         calls.clear()
-        uncertainty = jitter_reliability(
+        uncertainty = jitter_uncertainty(
             head.refine, [d.pred_boxes.tensor for d in detections], [d.pred_classes for d in detections], 10, 0.06
         )
     assert calls == [10 * sum(len(d) for d in detections)]

@@ -5,7 +5,7 @@ Importing the package registers its datasets, meta-architecture and ROI heads wi
 
 from . import modeling  # noqa: F401  (fills META_ARCH_REGISTRY and ROI_HEADS_REGISTRY)
 from .config import add_softteacher_config, load_config
-from .data import register_coco_splits, register_shapes
+from .datasets import register_coco_splits, register_shapes
 from .engine import SoftTeacherTrainer
 
 register_shapes()

@@ -14,8 +14,7 @@ above an image with one: labeling it gives the most boxes the model could not ha
 import torch
 
 from .inference import progress
-from .modeling import PseudoLabeler
-from .modeling.pseudo_labels import BRANCHES
+from .modeling import BRANCHES, PseudoLabeler
 
 # detections the pseudo-labeller returns for ranking: everything the ROI head's test-time
 # post-processing keeps (MODEL.ROI_HEADS.SCORE_THRESH_TEST), not only those above the 0.5 cut
@@ -43,13 +42,14 @@ def teacher_pseudo_labels(cfg, model, records, reader, min_score=None, seed=0):
     and, with box jitter, ``uncertainty``), with detections above ``min_score`` (default
     ``SEMI.PSEUDO_SCORE_THRESH``, as in training). Box jitter's noise is seeded with ``seed``:
     the same images give the same uncertainties."""
-    labeler = PseudoLabeler(cfg, model)
+    score_thresh = cfg.SEMI.PSEUDO_SCORE_THRESH
+    labeler = PseudoLabeler(
+        cfg, model,
+        ignore_uncertain=False,  # ignored regions are training targets, not boxes to annotate
+        score_thresh=score_thresh if min_score is None else min(min_score, score_thresh),
+    )
     labeler.load_state_dict(saved_labeler_state(cfg.MODEL.WEIGHTS))
     torch.manual_seed(seed)
-    labeler.ignore_uncertain = False  # ignored regions are training targets, not boxes to annotate
-    score_thresh = labeler.score_thresh
-    if min_score is not None:
-        labeler.score_thresh = min(min_score, score_thresh)
     for record in progress(records, "teacher"):
         inputs = reader(record)
         if inputs is None:

@@ -6,11 +6,39 @@ ssod/models/soft_teacher.py for how they are used); projects/SoftTeacher/README.
 with its source.
 """
 
+import logging
 import os
 
 import torch
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
+
+logger = logging.getLogger(__name__)
+
+
+# Config nodes renamed in release 0.2 (old -> new): the old name still works for one release,
+# with a warning, when the config is read by ``load_config`` (as train_net.py and the tools do).
+RENAMED_KEYS = {"SEMI.ADAPTIVE_REG_THRESH": "SEMI.ADAPTIVE_REG_UNCERTAINTY_THRESH"}
+
+
+def _node(cfg, dotted):
+    for part in dotted.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def resolve_renamed_keys(cfg):
+    """Move values set under a deprecated name (``RENAMED_KEYS``) to the new name, with a
+    warning, and clear the old node."""
+    for old, new in RENAMED_KEYS.items():
+        old_node, new_node = _node(cfg, old), _node(cfg, new)
+        for key, value in old_node.items():
+            if value is None:
+                continue
+            logger.warning("%s.%s is deprecated: use %s.%s (the old name goes in the next release)",
+                           old, key, new, key)
+            new_node[key] = value
+            old_node[key] = None
 
 
 def add_softteacher_config(cfg):
@@ -46,14 +74,19 @@ def add_softteacher_config(cfg):
     cfg.SEMI.ADAPTIVE_SCORE_THRESH.WINDOW = 1000
     cfg.SEMI.ADAPTIVE_SCORE_THRESH.MIN_SCORES = 100
     cfg.SEMI.ADAPTIVE_SCORE_THRESH.RANGE = (0.5, 0.9)
-    # box regression pseudo-boxes = those scoring above MIN_SCORE whose reliability is under the
-    # PASS_FRACTION quantile of the last WINDOW such boxes, instead of every pseudo-box under
+    # box regression pseudo-boxes = those scoring above MIN_SCORE whose jitter uncertainty is under
+    # the PASS_FRACTION quantile of the last WINDOW such boxes, instead of every pseudo-box under
     # REG_UNCERTAINTY_THRESH
-    cfg.SEMI.ADAPTIVE_REG_THRESH = CN()
-    cfg.SEMI.ADAPTIVE_REG_THRESH.ENABLED = False
-    cfg.SEMI.ADAPTIVE_REG_THRESH.MIN_SCORE = 0.9
-    cfg.SEMI.ADAPTIVE_REG_THRESH.PASS_FRACTION = 0.5
-    cfg.SEMI.ADAPTIVE_REG_THRESH.WINDOW = 2000
+    cfg.SEMI.ADAPTIVE_REG_UNCERTAINTY_THRESH = CN()
+    cfg.SEMI.ADAPTIVE_REG_UNCERTAINTY_THRESH.ENABLED = False
+    cfg.SEMI.ADAPTIVE_REG_UNCERTAINTY_THRESH.MIN_SCORE = 0.9
+    cfg.SEMI.ADAPTIVE_REG_UNCERTAINTY_THRESH.PASS_FRACTION = 0.5
+    cfg.SEMI.ADAPTIVE_REG_UNCERTAINTY_THRESH.WINDOW = 2000
+    # deprecated spellings (see RENAMED_KEYS): None unless a config still sets them
+    for old, new in RENAMED_KEYS.items():
+        _node(cfg, old.rsplit(".", 1)[0])[old.rsplit(".", 1)[1]] = CN(
+            dict.fromkeys(_node(cfg, new).keys(), None)
+        )
     # box regression learns only from strong views that are not rotated or sheared: there a
     # pseudo-box maps to the loose hull of the turned box (a 15-degree turn of a square: IoU 0.67)
     cfg.SEMI.REG_SKIP_TURNED_VIEWS = False
@@ -112,6 +145,7 @@ def load_config(config_file, opts=()):
     add_softteacher_config(cfg)
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
+    resolve_renamed_keys(cfg)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     return cfg
@@ -130,21 +164,25 @@ def validate_softteacher_config(cfg):
     from detectron2.modeling import ROI_HEADS_REGISTRY
 
     semi = cfg.SEMI
+    for old, new in RENAMED_KEYS.items():
+        still_set = [key for key, value in _node(cfg, old).items() if value is not None]
+        _check(not still_set, f"{old}.{still_set[0] if still_set else ''}", None,
+               f"the new name {new} (read the config with softteacher.load_config to accept the old one)")
     for key in ("PSEUDO_SCORE_THRESH", "RPN_PSEUDO_THRESH", "CLS_PSEUDO_THRESH", "IGNORE_MIN_SCORE"):
         _check(0.0 <= semi[key] <= 1.0, f"SEMI.{key}", semi[key], "a score threshold in [0, 1]")
     _check(semi.REG_UNCERTAINTY_THRESH >= 0, "SEMI.REG_UNCERTAINTY_THRESH", semi.REG_UNCERTAINTY_THRESH,
            "a non-negative jitter uncertainty")
-    adaptive_score, adaptive_reg = semi.ADAPTIVE_SCORE_THRESH, semi.ADAPTIVE_REG_THRESH
+    adaptive_score, adaptive_reg = semi.ADAPTIVE_SCORE_THRESH, semi.ADAPTIVE_REG_UNCERTAINTY_THRESH
     low_high = tuple(adaptive_score.RANGE)
     _check(len(low_high) == 2 and 0.0 <= low_high[0] <= low_high[1] <= 1.0, "SEMI.ADAPTIVE_SCORE_THRESH.RANGE",
            adaptive_score.RANGE, "(low, high) with 0 <= low <= high <= 1")
-    _check(0.0 <= adaptive_reg.MIN_SCORE <= 1.0, "SEMI.ADAPTIVE_REG_THRESH.MIN_SCORE", adaptive_reg.MIN_SCORE,
-           "a score threshold in [0, 1]")
-    _check(0.0 < adaptive_reg.PASS_FRACTION <= 1.0, "SEMI.ADAPTIVE_REG_THRESH.PASS_FRACTION",
+    _check(0.0 <= adaptive_reg.MIN_SCORE <= 1.0, "SEMI.ADAPTIVE_REG_UNCERTAINTY_THRESH.MIN_SCORE",
+           adaptive_reg.MIN_SCORE, "a score threshold in [0, 1]")
+    _check(0.0 < adaptive_reg.PASS_FRACTION <= 1.0, "SEMI.ADAPTIVE_REG_UNCERTAINTY_THRESH.PASS_FRACTION",
            adaptive_reg.PASS_FRACTION, "a fraction in (0, 1]")
     for key, value in (("ADAPTIVE_SCORE_THRESH.WINDOW", adaptive_score.WINDOW),
                        ("ADAPTIVE_SCORE_THRESH.MIN_SCORES", adaptive_score.MIN_SCORES),
-                       ("ADAPTIVE_REG_THRESH.WINDOW", adaptive_reg.WINDOW)):
+                       ("ADAPTIVE_REG_UNCERTAINTY_THRESH.WINDOW", adaptive_reg.WINDOW)):
         _check(value >= 1, f"SEMI.{key}", value, "a positive number of scores")
     _check(adaptive_score.MIN_SCORES <= adaptive_score.WINDOW, "SEMI.ADAPTIVE_SCORE_THRESH.MIN_SCORES",
            adaptive_score.MIN_SCORES, f"at most WINDOW ({adaptive_score.WINDOW})")

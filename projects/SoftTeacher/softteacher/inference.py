@@ -20,9 +20,10 @@ from detectron2.modeling import build_model
 
 from .config import load_config
 from .data import register_custom_from_config
-from .data.datasets import dataset_class_names, load_image_folder, model_metadata
 from .data.image_reading import UNREADABLE, read_image_any_depth
-from .data.splits import load_coco_dict
+from .datasets import dataset_class_names, model_metadata
+from .datasets.coco_files import load_image_folder
+from .datasets.splits import load_coco_dict
 from .engine import SoftTeacherTrainer
 from .export import EXPORTABLE, METADATA_FILE
 

@@ -1,7 +1,7 @@
 from .checkpoint import SafeCheckpointer
 from .ema import EMATeacherHook, ema_momentum, ema_update
 from .pseudo_label_pictures import PseudoLabelPicturesHook, draw_pseudo_labels
-from .trainer import SoftTeacherStep, SoftTeacherTrainer, unsup_weight_at
+from .trainer import SoftTeacherStep, SoftTeacherTrainer, SupervisedTrainer, unsup_weight_at
 from .training_curves import TrainingCurvesHook, plot_training_curves
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "SafeCheckpointer",
     "SoftTeacherStep",
     "SoftTeacherTrainer",
+    "SupervisedTrainer",
     "TrainingCurvesHook",
     "unsup_weight_at",
 ]

@@ -17,7 +17,7 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 
 from ..data import WeakStrongDatasetMapper
-from ..data.datasets import dataset_class_names
+from ..datasets import dataset_class_names
 from ..visualization import draw_box_layers, save_png, tile, titled, to_rgb
 
 logger = logging.getLogger(__name__)

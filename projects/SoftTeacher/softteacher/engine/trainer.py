@@ -11,13 +11,14 @@ import os
 import time
 
 import torch
+from detectron2.data import build_detection_train_loader
 from detectron2.engine import DefaultTrainer, SimpleTrainer, hooks
 from detectron2.modeling import META_ARCH_REGISTRY, PROPOSAL_GENERATOR_REGISTRY, ROI_HEADS_REGISTRY, build_model
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data import SkippedImages, build_labeled_unlabeled_loader
+from ..data import LabeledDatasetMapper, SkippedImages, build_labeled_unlabeled_loader
 from ..modeling import PseudoLabeler, PseudoLabelRPN, SemiSupervisedRCNN, SoftTeacherROIHeads
 from .checkpoint import SafeCheckpointer
 from .cpu_ddp import cpu_ddp_support
@@ -160,17 +161,39 @@ def check_semi_supervised_model(cfg):
         )
 
 
-class SoftTeacherTrainer(DefaultTrainer):
-    """``DefaultTrainer`` for Soft Teacher: the same hooks, checkpoints and evaluation, plus a
-    teacher that pseudo-labels, follows the student by EMA and is evaluated beside it."""
+class SupervisedTrainer(DefaultTrainer):
+    """``DefaultTrainer`` for the supervised twins (configs without DATASETS.TRAIN_UNLABELED):
+    labeled images augmented as Soft Teacher's labeled stream (INPUT.LABELED_COLOR_AUG), so the
+    two compare like for like; checkpoints that never leave a half-written file; COCO evaluation
+    with the configured test score threshold; training_curves.png; DDP on CPU-only machines."""
+
+    def __init__(self, cfg):
+        with cpu_ddp_support(cfg):
+            super().__init__(cfg)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=LabeledDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return build_detection_evaluator(cfg, dataset_name, output_folder)
+
+    def build_hooks(self):
+        self.checkpointer = SafeCheckpointer.replacing(self.checkpointer)
+        return super().build_hooks() + [TrainingCurvesHook(self.cfg.OUTPUT_DIR)]
+
+
+class SoftTeacherTrainer(SupervisedTrainer):
+    """The supervised trainer's hooks, checkpoints and evaluation, plus a teacher that
+    pseudo-labels, follows the student by EMA and is evaluated beside it."""
 
     def __init__(self, cfg):
         check_semi_supervised_model(cfg)
         # built before DefaultTrainer.__init__, whose build_hooks() needs it
         self.teacher = self.build_teacher(cfg)
         self.pseudo_labeler = PseudoLabeler(cfg, self.teacher)
-        with cpu_ddp_support(cfg):
-            super().__init__(cfg)
+        super().__init__(cfg)
         base = self._trainer
         self._trainer = SoftTeacherStep(
             base.model, base.data_loader, base.optimizer,
@@ -192,17 +215,12 @@ class SoftTeacherTrainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         return build_labeled_unlabeled_loader(cfg)
 
-    @classmethod
-    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        return build_detection_evaluator(cfg, dataset_name, output_folder)
-
     @property
     def student(self):
         model = self.model
         return model.module if isinstance(model, DistributedDataParallel) else model
 
     def build_hooks(self):
-        self.checkpointer = SafeCheckpointer.replacing(self.checkpointer)
         ret = super().build_hooks()
         semi = self.cfg.SEMI
         ema = EMATeacherHook(
@@ -214,7 +232,6 @@ class SoftTeacherTrainer(DefaultTrainer):
         for i, hook in enumerate(ret):
             if isinstance(hook, hooks.EvalHook):
                 ret[i] = hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, self._evaluate_teacher_and_student)
-        ret.append(TrainingCurvesHook(self.cfg.OUTPUT_DIR))
         if self.cfg.SEMI.VIS_PERIOD > 0:
             ret.append(PseudoLabelPicturesHook(
                 self.cfg, self.pseudo_labeler, self.cfg.SEMI.VIS_PERIOD, self.cfg.SEMI.VIS_IMAGES

@@ -6,8 +6,8 @@
   refitted whenever a tenth of the window is new), and the threshold is the mean of the
   high-score component, the policy of Consistent-Teacher (Wang et al., CVPR 2023), clamped to a
   range. A class with too few scores yet keeps the fixed threshold.
-- :class:`ReliabilityQuantileThreshold`: box jitter's reliability threshold set to a quantile of
-  the recent pseudo-boxes' reliabilities, so that the most reliable fraction of pseudo-boxes
+- :class:`UncertaintyQuantileThreshold`: box jitter's uncertainty threshold set to a quantile of
+  the recent pseudo-boxes' jitter uncertainties, so that the least uncertain fraction of pseudo-boxes
   trains box regression whatever the image scale, teacher and stage (the published fixed value
   passes almost no box on small images).
 
@@ -128,18 +128,18 @@ class ScoreMixtureThresholds:
         self.fitted_at.copy_(state["fitted_at"])
 
 
-class ReliabilityQuantileThreshold:
+class UncertaintyQuantileThreshold:
     """Box jitter's threshold: the ``pass_fraction`` quantile of the last ``window`` pseudo-boxes'
-    reliabilities (the current step's included)."""
+    jitter uncertainties (the current step's included)."""
 
     def __init__(self, pass_fraction, window):
         self.pass_fraction = float(pass_fraction)
         self.window = _Window(1, window)
         self.threshold = float("inf")
 
-    def update(self, reliabilities):
-        reliabilities = gather_across_ranks(reliabilities.detach().float().cpu())
-        self.window.add(reliabilities, torch.zeros(len(reliabilities), dtype=torch.long))
+    def update(self, uncertainties):
+        uncertainties = gather_across_ranks(uncertainties.detach().float().cpu())
+        self.window.add(uncertainties, torch.zeros(len(uncertainties), dtype=torch.long))
         filled = int(self.window.filled()[0])
         if filled:
             self.threshold = float(torch.quantile(self.window.values[0, :filled], self.pass_fraction))

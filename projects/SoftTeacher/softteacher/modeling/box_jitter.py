@@ -1,8 +1,8 @@
-"""Box jitter: how reliably the teacher localises a pseudo-box.
+"""Box jitter: how uncertain the teacher is of where a pseudo-box lies.
 
 Each pseudo-box is copied ``times`` times with every coordinate offset by N(0, 1) * ``scale`` *
 (box width for x, height for y; sizes clamped >= 1). The teacher's ROI head refines all copies of
-all boxes of all images in one call. The reliability of a box is the mean over its 4 coordinates
+all boxes of all images in one call. The jitter uncertainty of a box is the mean over its 4 coordinates
 of std(refined coordinate) / (mean refined width for x, height for y, clamped >= 1), the std with
 Bessel's correction, as the original code computes it. Boxes below the threshold train box
 regression; their targets stay the teacher's detections, not the jitter mean.
@@ -18,8 +18,8 @@ def jitter_boxes(boxes, times, scale):
     return boxes[:, None, :] + noise * scale * sizes[:, None, :]
 
 
-def reliability(refined):
-    """(N, times, 4) refined copies -> (N,) mean relative std (lower is more reliable)."""
+def box_uncertainty(refined):
+    """(N, times, 4) refined copies -> (N,) mean relative std (lower: the teacher is surer)."""
     if refined.shape[0] == 0:
         return refined.new_zeros(0)
     mean = refined.mean(dim=1)
@@ -27,18 +27,18 @@ def reliability(refined):
     return (refined.std(dim=1) / sizes).mean(dim=1)
 
 
-def jitter_reliability(refine, boxes_per_image, classes_per_image, times, scale):
-    """Reliability of every image's pseudo-boxes, with one call of ``refine``.
+def jitter_uncertainty(refine, boxes_per_image, classes_per_image, times, scale):
+    """Jitter uncertainty of every image's pseudo-boxes, with one call of ``refine``.
 
     Args:
         refine: callable(list of (M_i, 4) boxes, list of (M_i,) classes) -> list of (M_i, 4)
             refined boxes, for all images at once (the teacher's ROI head).
         boxes_per_image, classes_per_image: pseudo-boxes (N_i, 4) and their classes (N_i,).
     Returns:
-        list of (N_i,) reliabilities.
+        list of (N_i,) uncertainties.
     """
     counts = [len(b) for b in boxes_per_image]
     jittered = [jitter_boxes(b, times, scale).reshape(-1, 4) for b in boxes_per_image]
     classes = [c.repeat_interleave(times) for c in classes_per_image]
     refined = refine(jittered, classes)
-    return [reliability(r.reshape(n, times, 4)) for r, n in zip(refined, counts)]
+    return [box_uncertainty(r.reshape(n, times, 4)) for r, n in zip(refined, counts)]

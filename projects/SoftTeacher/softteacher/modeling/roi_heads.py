@@ -5,7 +5,7 @@ On labeled images they are detectron2's ``StandardROIHeads``. On unlabeled (stro
 - classification: the student's proposals are sampled against the high-score pseudo-boxes as
   usual; background samples are weighted by the teacher's background probability, foreground
   samples by 1, and loss = sum(w_i * CE_i) / max(sum(w_i), 1);
-- regression: the proposals are sampled against the jitter-reliable pseudo-boxes; only the
+- regression: the proposals are sampled against the pseudo-boxes of low jitter uncertainty; only the
   foreground samples' box features are computed, normalised by all samples as detectron2 does.
 """
 
@@ -81,10 +81,10 @@ class SoftTeacherROIHeads(StandardROIHeads):
             get_event_storage().put_scalar("semi/bg_weight_mean", weights[background].mean().item())
         losses = {"loss_cls": self.box_predictor.weighted_cls_loss(scores, gt_classes, weights)}
         if reg_targets is not None:
-            losses["loss_box_reg"] = self._reliable_box_loss(features, proposals, reg_targets)
+            losses["loss_box_reg"] = self._pseudo_box_regression_loss(features, proposals, reg_targets)
         return losses
 
-    def _reliable_box_loss(self, features, proposals, reg_targets):
+    def _pseudo_box_regression_loss(self, features, proposals, reg_targets):
         samples = self.label_and_sample_proposals(proposals, reg_targets)
         num_samples = sum(len(p) for p in samples)
         foreground = [p[(p.gt_classes >= 0) & (p.gt_classes < self.num_classes)] for p in samples]

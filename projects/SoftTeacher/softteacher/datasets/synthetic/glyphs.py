@@ -9,7 +9,7 @@ with stains, pen scribbles across glyphs, sensor noise and blur. Deterministic p
 index) like the embedded data. A user would register it as their own data, and so do its
 configs (configs/Glyphs/, through DATASETS.CUSTOM):
 
-    python -m softteacher.data.glyphs [--root datasets/glyphs]
+    python -m softteacher.datasets.synthetic.glyphs [--root datasets/glyphs]
 
 writes ``<root>/{train,val}/*.jpg``, ``<root>/annotations/instances_{train,val}.json`` and the
 10 % split of fold 1 (``instances_train.1@10.json`` and ``-unlabeled``) beside them.
@@ -23,7 +23,7 @@ import numpy as np
 from filelock import FileLock
 
 from . import shapes
-from .splits import split_paths, write_split
+from ..splits import split_paths, write_split
 
 CLASSES = ("A", "E", "K", "R", "5", "8")
 DISTRACTORS = ("B", "F", "H", "P", "S", "X", "3", "4")

@@ -22,8 +22,8 @@ from PIL import Image
 
 from softteacher import SoftTeacherTrainer
 from softteacher.data import LabeledDatasetMapper, SkippedImages, WeakStrongDatasetMapper
-from softteacher.data.datasets import register_checked_coco
 from softteacher.data.image_reading import SKIPPED_KEY, read_image_any_depth
+from softteacher.datasets.coco_files import register_checked_coco
 from softteacher.engine import EMATeacherHook, SafeCheckpointer
 
 from conftest import logged_at, make_loss_non_finite, semi_cfg, soft_teacher_cfg

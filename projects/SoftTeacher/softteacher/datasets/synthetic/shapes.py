@@ -6,7 +6,7 @@ aspect and fill variation, and partial occlusion. Each image is drawn from its o
 generator seeded by (seed, split, index), so the output does not depend on the number of worker
 processes.
 
-    python -m softteacher.data.shapes [--root datasets/shapes]
+    python -m softteacher.datasets.synthetic.shapes [--root datasets/shapes]
 
 writes ``<root>/{train,val}/*.jpg`` and ``<root>/annotations/instances_{train,val}.json``.
 """
@@ -35,6 +35,10 @@ MIN_VISIBLE_FRACTION = 0.5
 SPLIT_SIZES = {"train": 2000, "val": 300}
 SPLIT_CODES = {"train": 0, "val": 1}
 DEFAULT_SEED = 20211011
+
+
+def default_shapes_root():
+    return os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), "shapes")
 
 
 def _regular_polygon(n, radius, angle, center, inner=None):
@@ -271,8 +275,6 @@ def generate(root, sizes=None, seed=DEFAULT_SEED, workers=2):
 
 
 def main(argv=None):
-    from .datasets import default_shapes_root
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default=default_shapes_root())
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)

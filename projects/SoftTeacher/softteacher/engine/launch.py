@@ -1,0 +1,64 @@
+"""What ``train_net.py`` runs: set-up from the command line, then training or evaluation.
+
+Configs with DATASETS.TRAIN_UNLABELED train Soft Teacher (teacher and student; --eval-only
+evaluates the teacher unless SEMI.EVAL_MODELS starts with "student"); others train supervised.
+"""
+
+import logging
+import sys
+
+import torch
+from detectron2.engine import default_setup
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..config import check_initial_weights, load_config, validate_softteacher_config
+from ..datasets import register_custom_from_config
+from .checkpoint import SafeCheckpointer
+from .trainer import SoftTeacherTrainer, SupervisedTrainer
+
+
+def setup(args):
+    cfg = load_config(args.config_file, args.opts)  # on the CPU when there is no CUDA
+    if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu" and not cfg.DATASETS.TRAIN_UNLABELED:
+        # detectron2's AMPTrainer (supervised runs) needs CUDA; Soft Teacher's step uses bfloat16
+        logging.getLogger("softteacher").warning("SOLVER.AMP.ENABLED: no CUDA, supervised training runs in float32")
+        cfg.SOLVER.AMP.ENABLED = False
+    cfg.freeze()
+    register_custom_from_config(cfg)
+    validate_softteacher_config(cfg)
+    check_initial_weights(cfg, resume=args.resume)
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="softteacher")
+    return cfg
+
+
+def trainer_class(cfg):
+    return SoftTeacherTrainer if cfg.DATASETS.TRAIN_UNLABELED else SupervisedTrainer
+
+
+def main(args):
+    """Train, or with ``--eval-only`` evaluate, as detectron2's ``tools/train_net.py`` does."""
+    cfg = setup(args)
+    trainer = trainer_class(cfg)
+    if args.eval_only:
+        model = trainer.build_model(cfg)
+        if trainer is SoftTeacherTrainer:
+            SoftTeacherTrainer.load_for_evaluation(cfg, model, resume=args.resume)
+        else:
+            SafeCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        results = trainer.test(cfg, model)
+        verify_results(cfg, results)
+        return results
+    trainer = trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def warn_without_cuda(args):
+    """Say so when --num-gpus asks for GPUs this machine does not have."""
+    if args.num_gpus > 1 and not torch.cuda.is_available():
+        print(f"WARNING: CUDA is not available: --num-gpus {args.num_gpus} runs {args.num_gpus} CPU "
+              "processes (gloo) on this machine; check `python -m softteacher.env` for the torch build "
+              "and the GPUs it sees", file=sys.stderr)
