@@ -51,7 +51,7 @@ test-all: env
 	$(PY) -m pytest -q -m "slow or not slow" tests
 
 data: env
-	$(PY) -m softteacher.datasets.synthetic.shapes
+	$(PY) -c "from softteacher.datasets import ensure_shapes; print(ensure_shapes())"
 
 # The main job: Soft Teacher on the embedded data (generated on first use), 10 % labeled.
 # Leaves metrics.json, training_curves.png and pseudo_labels/*.png in its output folder.

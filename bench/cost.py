@@ -6,10 +6,11 @@
 
 On the same prefetched batches, in one run, alternating which goes first:
 
-- the Soft Teacher step, split into teacher pseudo-labelling (teacher forward on the weak views),
-  box jitter, mapping (pseudo-boxes into the strong views, statistics), student forward +
-  backward (of which: the teacher scoring the student's background samples), optimizer step and
-  EMA update;
+- the product's Soft Teacher step (``SoftTeacherStep.run_step`` and the EMA hook), split by
+  wrapping what it calls into teacher pseudo-labelling (teacher forward on the weak views), box
+  jitter, mapping (pseudo-boxes into the strong views, statistics), the teacher scoring the
+  student's background samples, the optimizer step, the EMA update, and the rest (student
+  forward + backward, loss weighting, the non-finite check, metrics);
 - the unavoidable work: one student forward + backward on the same labeled and strong-view images
   (a supervised step on them, the pseudo-boxes as targets), one teacher forward on the weak views,
   and the optimizer step (counted on both sides: every training does it).
@@ -40,7 +41,7 @@ from detectron2.utils.events import EventStorage
 
 from softteacher import SoftTeacherTrainer, load_config
 from softteacher.data import build_labeled_unlabeled_loader
-from softteacher.engine import ema_update
+from softteacher.engine import EMATeacherHook, SoftTeacherStep
 from softteacher.export import detectron2_only, load_checkpoint
 from softteacher.modeling import PseudoLabeler
 from softteacher.modeling import pseudo_labels as pseudo_labels_module
@@ -75,24 +76,6 @@ class Clock:
                 return fn(*args, **kwargs)
 
         return timed
-
-
-def soft_teacher_step(clock, student, labeler, optimizer, labeled, unlabeled, alpha, amp):
-    """One training step as ``SoftTeacherStep.run_step`` does it, timed by section."""
-    with clock.section("pseudo_labels_total"), autocast(student, amp):
-        inputs, _ = labeler(unlabeled)
-    inputs["background_probs"] = clock.wrap("teacher_background_scoring", inputs["background_probs"])
-    with clock.section("student_forward_backward"):
-        with autocast(student, amp):
-            losses = student(labeled, unlabeled=inputs)
-            total = sum(v * alpha if k.startswith("unsup_") else v for k, v in losses.items())
-        optimizer.zero_grad()
-        total.backward()
-    with clock.section("optimizer_step"):
-        optimizer.step()
-    with clock.section("ema_update"):
-        ema_update(labeler.teacher, student, 0.999)
-    return inputs
 
 
 def unavoidable_work(clock, student, teacher, optimizer, labeled, unlabeled, strong_targets, amp):
@@ -135,52 +118,79 @@ def inference_ratio(cfg, state, images, device):
     return {name: t / len(images) for name, t in clock.times.items()}
 
 
-def time_steps(student, labeler, optimizer, batches, warmup, alpha, amp, device):
+def timed_soft_teacher_step(cfg, student, labeler, optimizer, batches, clock, amp):
+    """The product's ``SoftTeacherStep`` over ``batches``, its parts timed by wrapping what it calls
+    (the pseudo-labeller, the teacher's detections, box jitter, the background scoring, the
+    optimizer step) and its EMA hook called after each step, as the trainer's hook does."""
+    step = SoftTeacherStep(student, batches, optimizer, labeler, cfg, amp=amp)
+    step.iter = cfg.SEMI.BURN_IN_ITERS  # the unsupervised loss is on
+    ema = EMATeacherHook(labeler.teacher, student, cfg.SEMI.EMA_MOMENTUM)
+    ema.step = 10**6  # the steady momentum, past the warm-up
+    step.register_hooks([ema])
+    labeler.teacher_detections = clock.wrap("teacher_pseudo_labelling", labeler.teacher_detections)
+    pseudo_labels_module.jitter_uncertainty = clock.wrap("box_jitter", pseudo_labels_module.jitter_uncertainty)
+    optimizer.step = clock.wrap("optimizer_step", optimizer.step)
+    real_call = type(labeler).__call__
+
+    def labeled_and_scored(unlabeled):  # the background scoring the student calls back
+        inputs, stats = real_call(labeler, unlabeled)
+        inputs["background_probs"] = clock.wrap("teacher_background_scoring", inputs["background_probs"])
+        return inputs, stats
+
+    step.pseudo_labeler = clock.wrap("pseudo_labels_total", labeled_and_scored)
+
+    def run():
+        step.run_step()
+        with clock.section("ema_update"):
+            ema.after_step()
+
+    return step, run
+
+
+def time_steps(cfg, student, labeler, optimizer, batches, warmup, amp, device):
     """Train ``batches`` with the Soft Teacher step and with the unavoidable work, alternating
     which goes first; the first ``warmup`` batches are not counted. Returns mean seconds per step
     (total and by section) of both, and the classification pseudo-boxes per unlabeled image."""
     with torch.no_grad(), EventStorage(0):  # the supervised step's targets: each batch's pseudo-boxes, found untimed
         base_targets = [labeler(unlabeled)[0]["cls_targets"] for _, unlabeled in batches]
     step_clock, base_clock = Clock(device), Clock(device)
-    detect, jitter = labeler.teacher_detections, pseudo_labels_module.jitter_uncertainty
-    labeler.teacher_detections = step_clock.wrap("teacher_pseudo_labelling", detect)
-    pseudo_labels_module.jitter_uncertainty = step_clock.wrap("box_jitter", jitter)
-    per_step, per_base, boxes = [], [], []
+    saved = labeler.teacher_detections, pseudo_labels_module.jitter_uncertainty, optimizer.step
+    per_step, per_base = [], []
     try:
-        with EventStorage(0):  # the losses log to it, as in training
+        with EventStorage(0) as storage:  # the losses log to it, as in training
+            step, run_step = timed_soft_teacher_step(cfg, student, labeler, optimizer, batches, step_clock, amp)
+            step.storage = storage
             for i, ((labeled, unlabeled), targets) in enumerate(zip(batches, base_targets)):
                 if i == warmup:  # warm-up done: count from here
-                    for collected in (per_step, per_base, boxes, step_clock.times, base_clock.times):
+                    for collected in (per_step, per_base, step_clock.times, base_clock.times):
                         collected.clear()
                     if device.type == "cuda":
                         torch.cuda.reset_peak_memory_stats()
                 for run in ("step", "base") if i % 2 else ("base", "step"):
+                    clock, times = (step_clock, per_step) if run == "step" else (base_clock, per_base)
+                    start = clock.now()
                     if run == "step":
-                        start = step_clock.now()
-                        inputs = soft_teacher_step(step_clock, student, labeler, optimizer, labeled, unlabeled,
-                                                   alpha, amp)
-                        per_step.append(step_clock.now() - start)
-                        kept = sum(int((t.gt_classes >= 0).sum()) for t in inputs["cls_targets"])  # not ignored
-                        boxes.append(kept / len(unlabeled))
+                        run_step()
                     else:
-                        start = base_clock.now()
                         unavoidable_work(base_clock, student, labeler.teacher, optimizer, labeled, unlabeled,
                                          targets, amp)
-                        per_base.append(base_clock.now() - start)
+                    times.append(clock.now() - start)
+            boxes = storage.history("semi/pseudo_boxes_cls").values()[warmup:]
     finally:
-        labeler.teacher_detections, pseudo_labels_module.jitter_uncertainty = detect, jitter
+        labeler.teacher_detections, pseudo_labels_module.jitter_uncertainty, optimizer.step = saved
     n = len(per_step)
     step = {k: v / n for k, v in step_clock.times.items()}
     step.setdefault("box_jitter", 0.0)  # never called with SEMI.BOX_JITTER False
     step["mapping_and_statistics"] = (
         step.pop("pseudo_labels_total") - step["teacher_pseudo_labelling"] - step["box_jitter"]
     )
+    step["student_forward_backward"] = statistics.fmean(per_step) - sum(step.values())  # the rest of the step
     return {
         "step_s": statistics.fmean(per_step),
         "step_sections_s": step,
         "unavoidable_s": statistics.fmean(per_base),
         "unavoidable_sections_s": {k: v / n for k, v in base_clock.times.items()},
-        "pseudo_boxes_cls_per_image": statistics.fmean(boxes),
+        "pseudo_boxes_cls_per_image": statistics.fmean(v for v, _ in boxes),
         "steps": n,
     }
 
@@ -220,7 +230,7 @@ def main():
     labeler = PseudoLabeler(cfg, teacher)
 
     batches = list(itertools.islice(build_labeled_unlabeled_loader(cfg), args.warmup + args.steps))
-    timing = time_steps(student, labeler, optimizer, batches, args.warmup, cfg.SEMI.UNSUP_WEIGHT, args.amp, device)
+    timing = time_steps(cfg, student, labeler, optimizer, batches, args.warmup, args.amp, device)
     step, base = timing["step_sections_s"], timing["unavoidable_sections_s"]
     step_total, base_total = timing["step_s"], timing["unavoidable_s"]
 

@@ -300,6 +300,16 @@ def pseudo_label_phases(metrics_path, phases=((800, 1600), (1600, 2400), (2400, 
     return out or None
 
 
+def run_folder(work_dir, dataset, arm, seed):
+    """A finished run's folder: named after its arm, or after the arm's letter in release 0.1."""
+    letters = {name: letter for letter, name in LEGACY_ARM_NAMES.items()}
+    for name in (arm, letters.get(arm)):
+        folder = os.path.join(work_dir, dataset, f"{name}_seed{seed}")
+        if name and os.path.isdir(folder):
+            return folder
+    return os.path.join(work_dir, dataset, f"{arm}_seed{seed}")
+
+
 def collect(work_dir, dataset):
     """Every finished run of a dataset under the work dir: {arm: {seed: run}}."""
     root = os.path.join(work_dir, dataset)
@@ -324,7 +334,8 @@ def write_results(args):
             for arm, done in runs.items()
         }
         for arm, done in runs.items():  # the first seed's pseudo-labels, where its log is there
-            phases = pseudo_label_phases(os.path.join(args.work_dir, dataset, f"{arm}_seed{min(done)}", "metrics.json"))
+            folder = run_folder(args.work_dir, dataset, arm, min(done))
+            phases = pseudo_label_phases(os.path.join(folder, "metrics.json"))
             if phases and arm not in SUPERVISED:
                 arms[arm]["pseudo_labels_seed" + min(done)] = phases
         if arms:

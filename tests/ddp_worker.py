@@ -42,10 +42,10 @@ def worker(root, out_dir, nan_on_rank1=False, no_boxes_on_rank1=False, max_iter=
         **EVERY_DETECTION_IS_A_PSEUDO_BOX,
         **{"SOLVER.IMS_PER_BATCH_LABELED": "2", "SOLVER.IMS_PER_BATCH_UNLABELED": "4",
            "TEST.EVAL_PERIOD": "0", "SEMI.EVAL_MODELS": "()", "SEMI.EMA_MOMENTUM": "0.9"},
+        # no score is above 1: rank 1's teacher gives no pseudo-box
+        **({"SEMI.PSEUDO_SCORE_THRESH": "1.0"} if no_boxes_on_rank1 and comm.get_rank() == 1 else {}),
     )
     trainer = SoftTeacherTrainer(cfg)
-    if no_boxes_on_rank1 and comm.get_rank() == 1:
-        trainer._trainer.pseudo_labeler.score_thresh = 2.0  # no pseudo-box can pass
     if nan_on_rank1 and comm.get_rank() == 1:
         make_loss_non_finite(trainer, "loss_cls", iteration=1)
     trainer.resume_or_load(resume=False)

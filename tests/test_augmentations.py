@@ -14,10 +14,10 @@ from softteacher.data.augmentations import (
     RandomErase,
     RandomGeometricOp,
     coords_matrix,
-    map_boxes,
     weak_to_strong_matrix,
 )
 from softteacher.data.mappers import WeakStrongDatasetMapper
+from softteacher.structures import map_boxes
 
 from conftest import config_path
 

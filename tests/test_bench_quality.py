@@ -22,12 +22,15 @@ def write_run(root, dataset, arm, seed, ap, ap75):
 
 def test_summary_per_dataset_and_the_top_level_faithful_numbers(tmp_path):
     work = str(tmp_path / "work")
-    # shapes: a 40/42 (mean 41), b 60, c 46, e AP75 50, f 51, l AP75 55 -> gap 0.263, plus 0.526
-    for arm, seed, ap, ap75 in (("a", 1, 40, 45), ("a", 2, 42, 47), ("b", 1, 60, 70), ("c", 1, 46, 51),
-                                ("e", 1, 47, 50), ("f", 1, 51, 53), ("l", 1, 48, 55)):
+    # shapes: supervised_10pct 40/42 (mean 41), supervised_100pct 60, soft_teacher 46,
+    # soft_teacher_no_box_jitter AP75 50, plus_no_box_jitter 51, adaptive_box_jitter_unturned AP75 55
+    # -> gap 0.263, plus 0.526; the second supervised_10pct seed sits in a release-0.1 folder ("a")
+    for arm, seed, ap, ap75 in (("supervised_10pct", 1, 40, 45), ("a", 2, 42, 47), ("supervised_100pct", 1, 60, 70),
+                                ("soft_teacher", 1, 46, 51), ("soft_teacher_no_box_jitter", 1, 47, 50),
+                                ("plus_no_box_jitter", 1, 51, 53), ("adaptive_box_jitter_unturned", 1, 48, 55)):
         write_run(work, "shapes", arm, seed, ap, ap75)
-    write_run(work, "glyphs", "a", 1, 30, 20)  # an arm alone: nothing to summarise yet
-    with open(os.path.join(work, "shapes", "f_seed1", "metrics.json"), "w") as f:  # f's pseudo-labels
+    write_run(work, "glyphs", "supervised_10pct", 1, 30, 20)  # an arm alone: nothing to summarise yet
+    with open(os.path.join(work, "shapes", "plus_no_box_jitter_seed1", "metrics.json"), "w") as f:
         for iteration, recall, ignored in ((799, 0.9, None), (900, 0.2, 3.0), (1500, 0.4, 1.0), (1700, 0.5, 2.0)):
             record = {"iteration": iteration, "semi/recall_cls": recall}
             if ignored is not None:
@@ -43,18 +46,20 @@ def test_summary_per_dataset_and_the_top_level_faithful_numbers(tmp_path):
     assert shapes["gap_closed"] == pytest.approx((46 - 41) / (60 - 41), abs=1e-4)
     assert shapes["gap_closed_plus"] == pytest.approx((51 - 41) / (60 - 41), abs=1e-4)
     assert shapes["ratio"] == pytest.approx(46 / 41, abs=1e-4)
-    assert shapes["jitter_gain_ap75"] == pytest.approx(55 - 50)  # (l) - (e): adaptive box jitter
-    assert shapes["jitter_gain_ap75_faithful"] == pytest.approx(51 - 50)  # (c) - (e)
-    assert shapes["arms"]["a"]["mean"]["teacher"]["AP"] == {"mean": 41.0, "spread": 2.0}
+    assert shapes["jitter_gain_ap75"] == pytest.approx(55 - 50)  # adaptive box jitter
+    assert shapes["jitter_gain_ap75_faithful"] == pytest.approx(51 - 50)  # published box jitter
+    assert shapes["arms"]["supervised_10pct"]["mean"]["teacher"]["AP"] == {"mean": 41.0, "spread": 2.0}
     assert out["gap_closed"] == shapes["gap_closed"] and out["ratio"] == shapes["ratio"]
-    assert set(out["arms"]) == {"a", "b", "c", "e", "f", "l"}
+    assert set(out["arms"]) == {"supervised_10pct", "supervised_100pct", "soft_teacher", "soft_teacher_no_box_jitter",
+                                "plus_no_box_jitter", "adaptive_box_jitter_unturned"}
     assert out["datasets"]["glyphs"].keys() == {"arms"}
     assert out["plus_met"] == {"shapes/gap_closed_plus": False, "shapes/jitter_gain_ap75": True}
     # iteration 799 is burn-in, outside every phase
-    assert shapes["arms"]["f"]["pseudo_labels_seed1"] == {
+    assert shapes["arms"]["plus_no_box_jitter"]["pseudo_labels_seed1"] == {
         "800-1600": {"recall_cls": pytest.approx(0.3), "ignored_boxes_cls": pytest.approx(2.0)},
         "1600-2400": {"recall_cls": pytest.approx(0.5), "ignored_boxes_cls": pytest.approx(2.0)},
     }
-    assert "pseudo_labels_seed1" not in shapes["arms"]["a"]
-    assert "- (f), seed 1: 800-1600: recall 0.30, ignored_boxes 2.00" in (results / "quality.md").read_text()
+    assert "pseudo_labels_seed1" not in shapes["arms"]["supervised_10pct"]
+    line = "- plus_no_box_jitter, seed 1: 800-1600: recall 0.30, ignored_boxes 2.00"
+    assert line in (results / "quality.md").read_text()
     assert (results / "quality_curves_shapes.png").exists() and (results / "quality.png").exists()

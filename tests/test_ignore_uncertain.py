@@ -14,7 +14,7 @@ from test_trainer import one_batch, student_and_labeler
 
 from softteacher import SoftTeacherTrainer
 from softteacher.modeling import IGNORE
-from softteacher.modeling.pseudo_labels import _targets, with_ignored
+from softteacher.modeling.pseudo_label_thresholds import box_targets, with_ignored
 
 from conftest import soft_teacher_cfg
 
@@ -22,16 +22,20 @@ PLUS_RPN = {"MODEL.PROPOSAL_GENERATOR.NAME": "PseudoLabelRPN"}
 
 
 def test_uncertain_boxes_join_the_targets_as_ignored_unless_they_are_a_kept_object():
-    kept = _targets(torch.tensor([[0.0, 0.0, 10.0, 10.0]]), torch.tensor([2]), (64, 64))
+    kept = box_targets(torch.tensor([[0.0, 0.0, 10.0, 10.0]]), torch.tensor([2]), (64, 64))
     uncertain = torch.tensor([[1.0, 1.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]])  # IoU 0.81 with kept; 0
     out = with_ignored(kept, uncertain)
     assert out.gt_classes.tolist() == [2, IGNORE]
     assert out.gt_boxes.tensor.tolist() == [[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]]
-    empty = _targets(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), (64, 64))
+    empty = box_targets(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), (64, 64))
     assert with_ignored(empty, uncertain).gt_classes.tolist() == [IGNORE, IGNORE]
 
 
-def test_labeler_turns_detections_under_a_branch_threshold_into_ignored_regions(tiny_semi, tmp_path):
+FLIP_AND_HALVE = np.array([[-0.5, 0.0, 32.0], [0.0, 0.5, 0.0], [0.0, 0.0, 1.0]])  # 64 px weak -> 32 px strong
+
+
+@pytest.mark.parametrize("weak_to_strong", [np.eye(3), FLIP_AND_HALVE], ids=["identity", "flip_and_halve"])
+def test_labeler_turns_detections_under_a_branch_threshold_into_ignored_regions(tiny_semi, tmp_path, weak_to_strong):
     cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **PLUS_RPN, **{
         "SEMI.IGNORE_UNCERTAIN": "True", "SEMI.RPN_PSEUDO_THRESH": "0.9", "SEMI.CLS_PSEUDO_THRESH": "0.7",
     })
@@ -41,12 +45,16 @@ def test_labeler_turns_detections_under_a_branch_threshold_into_ignored_regions(
     d.keep_rpn, d.keep_cls, d.keep_reg = d.scores > 0.9, d.scores > 0.7, d.scores > 2
     d.uncertainty = torch.zeros(3)
     labeler.label = lambda weak, adapt: ([d], SimpleNamespace(image_sizes=[(64, 64)]))
-    identity = np.eye(3)
+    side = 64 if weak_to_strong is not FLIP_AND_HALVE else 32
+    strong = {"image": torch.zeros(3, side, side)}
     with EventStorage(0):
-        inputs, stats = labeler([{"weak": {}, "strong": {"image": torch.zeros(3, 64, 64)}, "weak_to_strong": identity}])
+        inputs, stats = labeler([{"weak": {}, "strong": strong, "weak_to_strong": weak_to_strong}])
     assert inputs["rpn_targets"][0].gt_classes.tolist() == [1, IGNORE, IGNORE]
     assert inputs["cls_targets"][0].gt_classes.tolist() == [1, 2, IGNORE]
-    assert inputs["cls_targets"][0].gt_boxes.tensor[2].tolist() == [4.0, 30.0, 20.0, 50.0]
+    # the ignored region is where the strong view shows the weak view's [4, 30, 20, 50]
+    expected = [4.0, 30.0, 20.0, 50.0] if side == 64 else [22.0, 15.0, 30.0, 25.0]
+    assert inputs["cls_targets"][0].gt_boxes.tensor[2].tolist() == expected
+    assert inputs["rpn_targets"][0].gt_boxes.tensor[2].tolist() == expected
     assert len(inputs["reg_targets"][0]) == 0  # regression never gets ignored regions
     assert stats["semi/ignored_boxes_cls"] == 1.0
 
@@ -75,27 +83,33 @@ def test_ignored_regions_reach_down_to_their_own_score_but_pseudo_boxes_do_not(t
     assert d.keep_reg.tolist() == [True, True] + [False] * (len(d) - 2)  # box regression: above 0.5 only
 
 
-def _rpn_and_anchors(tiny_semi, tmp_path, name):
+def _rpn_and_anchors(tiny_semi, tmp_path, name, budget=1000000):
     cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **{
-        "MODEL.PROPOSAL_GENERATOR.NAME": name, "MODEL.RPN.BATCH_SIZE_PER_IMAGE": "1000000",
+        "MODEL.PROPOSAL_GENERATOR.NAME": name, "MODEL.RPN.BATCH_SIZE_PER_IMAGE": str(budget),
     })
     rpn = build_model(cfg).proposal_generator
     features = {f: torch.zeros(1, 1, 64 // s, 64 // s) for f, s in zip(rpn.in_features, (4, 8, 16, 32, 64))}
     return rpn, rpn.anchor_generator([features[f] for f in rpn.in_features])
 
 
-def test_rpn_leaves_anchors_near_an_ignored_region_out_and_keeps_the_rest(tiny_semi, tmp_path):
-    torch.manual_seed(0)  # no anchor is subsampled away (BATCH_SIZE_PER_IMAGE covers all)
-    rpn, anchors = _rpn_and_anchors(tiny_semi, tmp_path, "PseudoLabelRPN")
+@pytest.mark.parametrize("budget", [1000000, 32], ids=["every_anchor", "sampled"])
+def test_rpn_leaves_anchors_near_an_ignored_region_out_and_keeps_the_rest(tiny_semi, tmp_path, budget):
+    rpn, anchors = _rpn_and_anchors(tiny_semi, tmp_path, "PseudoLabelRPN", budget)
     obj, ignored = [8.0, 8.0, 28.0, 28.0], [36.0, 36.0, 60.0, 60.0]
-    targets = _targets(torch.tensor([obj, ignored]), torch.tensor([0, IGNORE]), (64, 64))
+    targets = box_targets(torch.tensor([obj, ignored]), torch.tensor([0, IGNORE]), (64, 64))
+    torch.manual_seed(0)  # the same draw of the sampled anchors for both
     labels, _ = rpn.label_and_sample_anchors(anchors, [targets])
+    torch.manual_seed(0)
     plain, _ = rpn.label_and_sample_anchors(anchors, [targets[:1]])
+    if budget < len(labels[0]):  # the budget bites: most anchors are left out either way
+        assert (plain[0] >= 0).sum() <= budget and (plain[0] == -1).sum() > len(labels[0]) // 2
+        assert (labels[0] == 1).sum() == (plain[0] == 1).sum() > 0  # every sampled positive kept
     near = pairwise_iou(Boxes(torch.tensor([ignored])), Boxes.cat(anchors))[0] >= 0.3
     assert near.sum() > 0
     assert (labels[0][near] == -1).all()  # neither object nor background
     assert torch.equal(labels[0][~near], plain[0][~near])  # elsewhere as with the object alone
-    assert (plain[0][near] == 0).all()  # which would have made them background
+    assert (plain[0][near] == 0).any()  # which would have made them background
+    assert ((plain[0][near] == 0) | (plain[0][near] == -1)).all()
 
 
 def test_roi_sampling_skips_proposals_on_an_ignored_region(tiny_semi, tmp_path):
@@ -105,12 +119,35 @@ def test_roi_sampling_skips_proposals_on_an_ignored_region(tiny_semi, tmp_path):
     obj, ignored, far = [8.0, 8.0, 28.0, 28.0], [36.0, 36.0, 60.0, 60.0], [0.0, 40.0, 20.0, 60.0]
     proposals.proposal_boxes = Boxes(torch.tensor([[8.0, 8.0, 28.0, 29.0], [36.0, 36.0, 60.0, 61.0], far]))
     proposals.objectness_logits = torch.zeros(3)
-    targets = _targets(torch.tensor([obj, ignored]), torch.tensor([3, IGNORE]), (64, 64))
+    targets = box_targets(torch.tensor([obj, ignored]), torch.tensor([3, IGNORE]), (64, 64))
     with EventStorage(0):
         (samples,) = heads.label_and_sample_proposals([proposals], [targets])
     # the object's proposal and the object itself (appended): class 3; the far one: background;
     # the ignored region and its proposal: not sampled
     assert sorted(samples.gt_classes.tolist()) == [3, 3, heads.num_classes]
+
+
+def test_roi_sampling_under_a_small_budget_spends_none_of_it_on_an_ignored_region(tiny_semi, tmp_path):
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **{
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": "16", "MODEL.ROI_HEADS.POSITIVE_FRACTION": "0.25",
+    })
+    heads = build_model(cfg).roi_heads
+    obj, ignored = [8.0, 8.0, 28.0, 28.0], [36.0, 36.0, 60.0, 60.0]
+    on_ignored = torch.tensor([[36.0, 36.0, 60.0, 60.0 + k] for k in range(40)])  # IoU >= 0.6 with it
+    background = torch.tensor([[0.0, 40.0 + k % 4, 20.0, 60.0] for k in range(20)])  # IoU 0 with both
+    proposals = Instances((64, 64))
+    proposals.proposal_boxes = Boxes(torch.cat([on_ignored, background]))
+    proposals.objectness_logits = torch.zeros(60)
+    targets = box_targets(torch.tensor([obj, ignored]), torch.tensor([3, IGNORE]), (64, 64))
+    torch.manual_seed(0)
+    with EventStorage(0):
+        (samples,) = heads.label_and_sample_proposals([proposals], [targets])
+    # 16 samples: the object (added as its own proposal) and 15 background ones; none on the
+    # ignored region, though it has twice as many proposals as the background
+    assert len(samples) == 16
+    assert sorted(samples.gt_classes.tolist()) == [3] + [heads.num_classes] * 15
+    overlap = pairwise_iou(samples.proposal_boxes, Boxes(torch.tensor([ignored])))[:, 0]
+    assert (overlap < 0.5).all()
 
 
 def test_ignoring_without_the_rpn_that_can_stops_at_start_naming_the_key(tiny_semi, tmp_path):

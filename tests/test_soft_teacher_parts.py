@@ -9,7 +9,7 @@ from torch import nn
 
 from softteacher.engine import EMATeacherHook, ema_momentum, ema_update
 from softteacher.modeling import WeightedFastRCNNOutputLayers, jitter_boxes, jitter_uncertainty
-from softteacher.modeling.pseudo_labels import jitter_filter_iou
+from softteacher.modeling.pseudo_label_stats import jitter_filter_iou
 
 
 def test_weighted_classification_loss_matches_a_hand_computation():
@@ -63,6 +63,34 @@ def test_jitter_uncertainty_matches_a_hand_computation_with_one_refine_call():
         for value, (x0, y0, x1, y1) in zip(got.tolist(), image_boxes.tolist()):
             width, height = max(x1 - x0 - 4.5, 1.0), max(y1 + 9.0 - y0, 1.0)
             assert value == pytest.approx((std_k / width + 2 * std_k / height) / 4, rel=1e-5)
+
+
+def test_each_boxs_uncertainty_comes_from_its_own_jittered_copies():
+    """With a head that returns the jittered copies as they are, a box's uncertainty is the spread of
+    its own copies: boxes of very different sizes tell apart copies given back in another order."""
+    boxes = [torch.tensor([[0.0, 0.0, 100.0, 100.0], [50.0, 50.0, 54.0, 54.0]]),
+             torch.tensor([[10.0, 10.0, 30.0, 70.0]])]
+    classes = [torch.tensor([1, 0]), torch.tensor([2])]
+    times, scale = 8, 0.06
+    torch.manual_seed(3)
+    copies = [jitter_boxes(b, times, scale) for b in boxes]  # what jitter_uncertainty will draw
+    torch.manual_seed(3)
+    seen_classes = []
+
+    def unchanged(jittered, jittered_classes):
+        seen_classes.extend(c.tolist() for c in jittered_classes)
+        return jittered
+
+    result = jitter_uncertainty(unchanged, boxes, classes, times, scale)
+    assert seen_classes == [[1] * times + [0] * times, [2] * times]  # each copy asks for its box's class
+    for got, image_copies in zip(result, copies):
+        for value, box_copies in zip(got.tolist(), image_copies):
+            mean = box_copies.mean(0)
+            sizes = (mean[2:] - mean[:2]).clamp(min=1.0).repeat(2)
+            expected = (box_copies.std(0) / sizes).mean()
+            assert value == pytest.approx(float(expected), rel=1e-5)
+    # the copies' spread is the jitter's own: about 0.06 of the box size, whatever the size
+    assert result[0].tolist() == pytest.approx([0.06, 0.06], rel=0.5)
 
 
 def test_jitter_uncertainty_of_no_boxes_is_empty():

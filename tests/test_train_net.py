@@ -146,9 +146,11 @@ def test_supervised_training_augments_labeled_images_as_soft_teachers_labeled_st
     from softteacher import load_config
     from softteacher.data import LabeledDatasetMapper
     from softteacher.data.augmentations import RandomColorOp
+    from softteacher.engine import trainer as trainer_module
 
     captured = {}
-    monkeypatch.setattr(launch, "build_detection_train_loader", lambda cfg, mapper: captured.update(mapper=mapper))
+    monkeypatch.setattr(trainer_module, "build_detection_train_loader",
+                        lambda cfg, mapper: captured.update(mapper=mapper))
     cfg = load_config(CONFIG, ["INPUT.LABELED_COLOR_AUG", str(colour), "MODEL.DEVICE", "cpu"])
     launch.SupervisedTrainer.build_train_loader(cfg)
     supervised = captured["mapper"].augmentations.augs

@@ -8,6 +8,7 @@ import pytest
 import torch
 from detectron2.engine import hooks
 from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from softteacher import SoftTeacherTrainer, load_config
@@ -75,16 +76,77 @@ def test_the_student_learns_only_from_teacher_boxes_mapped_into_its_view(tiny_se
         assert not torch.equal(targets.gt_boxes.tensor[: len(gt)], gt)
 
 
-def test_background_samples_are_weighted_by_the_teacher(tiny_semi, tmp_path):
+def test_background_probability_is_the_teachers_background_column_on_boxes_mapped_back_to_the_weak_view(
+    tiny_semi, tmp_path
+):
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **EVERY_DETECTION_IS_A_PSEUDO_BOX)
+    _, labeler = student_and_labeler(cfg)
+    _, unlabeled = one_batch(cfg)
+    # a weak -> strong map that is far from the identity: flipped, halved and shifted
+    for u in unlabeled:
+        h, w = u["weak"]["image"].shape[1:]
+        u["weak_to_strong"] = np.array([[-0.5, 0.0, w / 2 + 3], [0.0, 0.5, 5.0], [0.0, 0.0, 1.0]])
+    with EventStorage(0):
+        inputs, _ = labeler(unlabeled)
+    samples = []
+    for u in unlabeled:  # boxes in the strong view, as the student samples them
+        sample = Instances(tuple(u["strong"]["image"].shape[1:]))
+        sample.proposal_boxes = Boxes(torch.tensor([[3.0, 5.0, 20.0, 30.0], [10.0, 8.0, 14.0, 40.0], [0.0, 0.0, 8.0, 8.0]]))
+        samples.append(sample)
+    got = inputs["background_probs"](samples)
+
+    teacher = labeler.teacher
+    weak = teacher.preprocess_image([u["weak"] for u in unlabeled])
+    features = teacher.backbone(weak.tensor)
+    expected_boxes = []
+    for u, s, size in zip(unlabeled, samples, weak.image_sizes):
+        # inverse of the map above: x_weak = (w / 2 + 3 - x) * 2, y_weak = (y - 5) * 2, clipped
+        b = s.proposal_boxes.tensor
+        h, w = size
+        x0, x1 = (w / 2 + 3 - b[:, 2]) * 2, (w / 2 + 3 - b[:, 0]) * 2
+        y0, y1 = (b[:, 1] - 5) * 2, (b[:, 3] - 5) * 2
+        mapped = torch.stack([x0.clamp(0, w), y0.clamp(0, h), x1.clamp(0, w), y1.clamp(0, h)], 1)
+        expected_boxes.append(Boxes(mapped))
+    with torch.no_grad():
+        scores, _ = teacher.roi_heads.box_predictions(features, expected_boxes)
+    probs = torch.softmax(scores.float(), dim=-1)
+    assert probs.shape[1] == cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1
+    torch.testing.assert_close(got, probs[:, cfg.MODEL.ROI_HEADS.NUM_CLASSES], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(got, probs[:, 0], atol=1e-3)  # another column would differ
+
+
+def test_background_samples_are_weighted_by_the_teachers_probability_foreground_by_one(tiny_semi, tmp_path):
     cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **EVERY_DETECTION_IS_A_PSEUDO_BOX)
     student, labeler = student_and_labeler(cfg)
     labeled, unlabeled = one_batch(cfg)
+    seen = {}
+    predictor = student.roi_heads.box_predictor
+    weighted = predictor.weighted_cls_loss
+
+    def spy(scores, gt_classes, weights):
+        seen.update(gt_classes=gt_classes, weights=weights)
+        return weighted(scores, gt_classes, weights)
+
+    predictor.weighted_cls_loss = spy
     with EventStorage(0) as storage:
         inputs, _ = labeler(unlabeled)
+        asked = {}
+
+        def background_probs(samples):  # a known probability per sample: 0.01, 0.02, ...
+            asked["n"] = sum(len(s) for s in samples)
+            return torch.arange(1, asked["n"] + 1, dtype=torch.float32) / 100
+
+        inputs["background_probs"] = background_probs
         student(labeled, unlabeled=inputs)
-        weight = storage.history("semi/bg_weight_mean").latest()
-    # a random 6-way classifier gives background about 1/6, far from the weight 1 of a hard label
-    assert 0.05 < weight < 0.5
+        logged = storage.history("semi/bg_weight_mean").latest()
+    gt_classes, weights = seen["gt_classes"], seen["weights"]
+    assert len(weights) == asked["n"]
+    background = gt_classes == cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    assert background.any() and (~background).any()
+    expected = torch.arange(1, asked["n"] + 1, dtype=torch.float32) / 100
+    torch.testing.assert_close(weights[background], expected[background])
+    assert (weights[~background] == 1).all()
+    assert logged == pytest.approx(float(expected[background].mean()))
 
 
 def train(cfg, resume=False):

@@ -19,9 +19,8 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
 from .config import load_config
-from .data import register_custom_from_config
 from .data.image_reading import UNREADABLE, read_image_any_depth
-from .datasets import dataset_class_names, model_metadata
+from .datasets import dataset_class_names, model_metadata, register_custom_from_config
 from .datasets.coco_files import load_image_folder
 from .datasets.splits import load_coco_dict
 from .engine import SoftTeacherTrainer
