@@ -91,7 +91,8 @@ def test_background_probability_is_the_teachers_background_column_on_boxes_mappe
     samples = []
     for u in unlabeled:  # boxes in the strong view, as the student samples them
         sample = Instances(tuple(u["strong"]["image"].shape[1:]))
-        sample.proposal_boxes = Boxes(torch.tensor([[3.0, 5.0, 20.0, 30.0], [10.0, 8.0, 14.0, 40.0], [0.0, 0.0, 8.0, 8.0]]))
+        sample.proposal_boxes = Boxes(torch.tensor([[3.0, 5.0, 20.0, 30.0], [10.0, 8.0, 14.0, 40.0],
+                                                    [0.0, 0.0, 8.0, 8.0]]))
         samples.append(sample)
     got = inputs["background_probs"](samples)
 
