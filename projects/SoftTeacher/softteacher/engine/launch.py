@@ -5,6 +5,7 @@ evaluates the teacher unless SEMI.EVAL_MODELS starts with "student"); others tra
 """
 
 import logging
+import os
 import sys
 
 import torch
@@ -53,7 +54,34 @@ def main(args):
         return results
     trainer = trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    results = trainer.train()
+    if comm.is_main_process():
+        print(training_summary(cfg, args.config_file, results), flush=True)
+    return results
+
+
+def training_summary(cfg, config_file, results):
+    """What a finished run left and what to try next, for a person to read."""
+    out = cfg.OUTPUT_DIR
+    lines = ["", "Training finished."]
+    models = results if isinstance(results, dict) and "bbox" not in results else {"model": results or {}}
+    for name, result in models.items():
+        bbox = (result or {}).get("bbox")
+        if bbox:
+            lines.append(f"  {name} AP {bbox['AP']:.1f}  (AP50 {bbox['AP50']:.1f}, AP75 {bbox['AP75']:.1f}) "
+                         f"on {', '.join(cfg.DATASETS.TEST)}")
+    pictures = os.path.join(out, "pseudo_labels")
+    found = sorted(os.listdir(pictures)) if os.path.isdir(pictures) else []
+    lines += [
+        f"  AP curves:      {os.path.join(out, 'training_curves.png')}",
+        *([f"  pseudo-labels:  {os.path.join(pictures, found[-1])} (and {len(found) - 1} earlier)"] if found else []),
+        f"  checkpoint:     {os.path.join(out, 'model_final.pth')}",
+        f"  everything:     tensorboard --logdir {out}",
+        "Next, the model on your own images (a folder, files or a glob):",
+        f"  python tools/predict.py --config-file {config_file} --weights {os.path.join(out, 'model_final.pth')} "
+        f"--input <your images> --output {os.path.join(out, 'predictions')}",
+    ]
+    return "\n".join(lines)
 
 
 def warn_without_cuda(args):
