@@ -126,3 +126,23 @@ def test_every_plus_config_is_its_published_config_with_uncertain_detections_ign
     assert plus["SEMI.IGNORE_UNCERTAIN"] and plus["MODEL.PROPOSAL_GENERATOR.NAME"] == "PseudoLabelRPN"
     assert plus["SEMI.IGNORE_MIN_SCORE"] == 0.3
     assert plus["SEMI.BOX_JITTER"] is not small_images  # unlabeled regression off on 128-px images
+
+
+def test_the_renamed_adaptive_regression_key_still_works_for_one_release_with_a_warning(tmp_path, caplog):
+    old = tmp_path / "old.yaml"
+    old.write_text(f'_BASE_: "{config_path("Shapes", "soft_teacher_R18_FPN_10pct.yaml")}"\n'
+                   "SEMI:\n  ADAPTIVE_REG_THRESH:\n    ENABLED: True\n    PASS_FRACTION: 0.25\n")
+    with caplog.at_level("WARNING", logger="softteacher.config"):
+        cfg = load_config(str(old), ["SEMI.ADAPTIVE_REG_THRESH.WINDOW", "50"])
+    new = cfg.SEMI.ADAPTIVE_REG_UNCERTAINTY_THRESH
+    assert (new.ENABLED, new.PASS_FRACTION, new.WINDOW, new.MIN_SCORE) == (True, 0.25, 50, 0.9)
+    assert all(value is None for value in cfg.SEMI.ADAPTIVE_REG_THRESH.values())
+    assert ("SEMI.ADAPTIVE_REG_THRESH.PASS_FRACTION is deprecated: use "
+            "SEMI.ADAPTIVE_REG_UNCERTAINTY_THRESH.PASS_FRACTION") in caplog.text
+    validate_softteacher_config(cfg)
+    # merged without load_config, the old name is not silently ignored
+    raw = get_cfg()
+    add_softteacher_config(raw)
+    raw.merge_from_file(str(old))
+    with pytest.raises(ValueError, match=r"ADAPTIVE_REG_THRESH\.ENABLED.*ADAPTIVE_REG_UNCERTAINTY_THRESH"):
+        validate_softteacher_config(raw)

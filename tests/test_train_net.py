@@ -159,3 +159,24 @@ def test_supervised_training_augments_labeled_images_as_soft_teachers_labeled_st
     soft_teacher = LabeledDatasetMapper(semi, is_train=True).augmentations.augs
     assert [repr(a) for a in supervised] == [repr(a) for a in soft_teacher]
     assert sum(isinstance(a, RandomColorOp) for a in supervised) == int(colour)
+
+
+def test_a_finished_run_ends_with_a_summary_of_its_ap_its_files_and_the_next_command(tmp_path):
+    from softteacher import load_config
+
+    cfg = load_config(config_path("Shapes", "soft_teacher_R18_FPN_10pct_demo.yaml"),
+                      ["OUTPUT_DIR", str(tmp_path), "MODEL.DEVICE", "cpu"])
+    (tmp_path / "pseudo_labels").mkdir()
+    for name in ("iter_0000599.png", "iter_0001199.png"):
+        (tmp_path / "pseudo_labels" / name).write_bytes(b"")
+    metrics = {"AP": 41.234, "AP50": 70.0, "AP75": 44.5}
+    text = launch.training_summary(cfg, "configs/x.yaml", {"teacher": {"bbox": metrics},
+                                                            "student": {"bbox": {**metrics, "AP": 40.06}}})
+    assert "teacher AP 41.2  (AP50 70.0, AP75 44.5) on shapes_val" in text
+    assert "student AP 40.1" in text
+    assert f"{tmp_path}/pseudo_labels/iter_0001199.png (and 1 earlier)" in text
+    assert f"{tmp_path}/training_curves.png" in text and f"{tmp_path}/model_final.pth" in text
+    assert (f"python tools/predict.py --config-file configs/x.yaml --weights {tmp_path}/model_final.pth "
+            f"--input <your images> --output {tmp_path}/predictions") in text
+    supervised = launch.training_summary(cfg, "c.yaml", {"bbox": metrics})
+    assert "model AP 41.2" in supervised
