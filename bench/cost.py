@@ -23,8 +23,10 @@ timing).
 """
 
 import argparse
+import collections
 import contextlib
 import itertools
+import json
 import os
 import platform
 import resource
@@ -35,7 +37,7 @@ import time
 import torch
 from bench_common import write_result
 from detectron2.data import build_detection_test_loader
-from detectron2.engine import DefaultTrainer
+from detectron2.engine import DefaultTrainer, SimpleTrainer
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
@@ -45,6 +47,7 @@ from softteacher.engine import EMATeacherHook, SoftTeacherStep
 from softteacher.export import detectron2_only, load_checkpoint
 from softteacher.modeling import PseudoLabeler
 from softteacher.modeling import pseudo_labels as pseudo_labels_module
+from softteacher.profiling import count_device_work
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "Shapes", "soft_teacher_R18_FPN_10pct.yaml")
@@ -195,6 +198,43 @@ def time_steps(cfg, student, labeler, optimizer, batches, warmup, amp, device):
     }
 
 
+def count_per_step(cfg, student, labeler, optimizer, batches, amp):
+    """Operators dispatched and host synchronisations per step (``softteacher.profiling``), of the
+    product's Soft Teacher step (with its EMA update) and of detectron2's own supervised step
+    (``SimpleTrainer.run_step``) on the same images: the labeled ones and the strong views with
+    their pseudo-boxes as ground truth. Means over ``batches``."""
+    with torch.no_grad(), EventStorage(0):
+        strong = [[{**u["strong"], "instances": t} for u, t in zip(unlabeled, labeler(unlabeled)[0]["cls_targets"])]
+                  for _, unlabeled in batches]
+    steps = {
+        "soft_teacher": SoftTeacherStep(student, batches, optimizer, labeler, cfg, amp=amp),
+        "supervised": SimpleTrainer(student, [labeled + s for (labeled, _), s in zip(batches, strong)], optimizer),
+    }
+    ema = EMATeacherHook(labeler.teacher, student, cfg.SEMI.EMA_MOMENTUM)
+    ema.step = 10**6
+    steps["soft_teacher"].register_hooks([ema])
+    out = {}
+    for name, step in steps.items():
+        step.iter = cfg.SEMI.BURN_IN_ITERS  # the unsupervised loss is on
+        ops, syncs, by_op = [], [], collections.Counter()
+        with EventStorage(step.iter) as storage:
+            step.storage = storage
+            for _ in batches:
+                with count_device_work() as counts:
+                    step.run_step()
+                    if name == "soft_teacher":
+                        ema.after_step()
+                ops.append(counts.ops)
+                syncs.append(counts.host_syncs)
+                by_op.update(counts.syncs_by_op)
+        out[name] = {
+            "ops_per_step": round(statistics.fmean(ops), 1),
+            "host_syncs_per_step": round(statistics.fmean(syncs), 1),
+            "host_syncs_by_op_per_step": {k: round(v / len(batches), 1) for k, v in by_op.most_common()},
+        }
+    return out
+
+
 def peak_memory_mb(device):
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
@@ -209,6 +249,9 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--inference-images", type=int, default=40)
     parser.add_argument("--amp", action="store_true", help="float16 on CUDA, bfloat16 on the CPU")
+    parser.add_argument("--count-steps", type=int, default=3, help="steps whose operators and syncs are counted")
+    parser.add_argument("--counts-as", default="after",
+                        help="the key under ``counts`` (e.g. before / after a change); other keys are kept")
     parser.add_argument("--output", default=os.path.join(REPO, "bench", "results", "cost.json"))
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args()
@@ -267,6 +310,13 @@ def main():
         "command": "python bench/cost.py " + " ".join(sys.argv[1:]),
     }
     result["met"] = {k: result[k] <= v for k, v in TARGETS.items()}
+    counts = {}
+    if os.path.exists(args.output):  # counts measured under other keys (e.g. before a change) stay
+        with open(args.output) as f:
+            counts = json.load(f).get("counts", {})
+    counts[args.counts_as] = count_per_step(cfg, student, labeler, optimizer, batches[-args.count_steps:], args.amp)
+    counts[args.counts_as]["command"] = result["command"]
+    result["counts"] = counts
     write_result(args.output, result)
 
 
