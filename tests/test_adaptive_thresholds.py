@@ -20,6 +20,7 @@ from softteacher.modeling.adaptive_thresholds import (
     UncertaintyQuantileThreshold,
     fit_two_gaussians,
 )
+from softteacher.modeling.pseudo_label_stats import as_scalars
 
 from conftest import soft_teacher_cfg
 
@@ -119,7 +120,8 @@ def test_labeler_passes_the_least_uncertain_fraction_for_regression(tiny_semi, t
     _, unlabeled = one_batch(cfg)
     torch.manual_seed(0)
     with EventStorage(0):
-        _, stats = labeler(unlabeled)
+        _, pairs = labeler(unlabeled)
+        stats = as_scalars(pairs)
         detections, _ = labeler.label([u["weak"] for u in unlabeled])
     uncertainty = torch.cat([d.uncertainty for d in detections])
     assert len(uncertainty) > 10
@@ -218,7 +220,7 @@ def test_regression_pseudo_boxes_skip_rotated_and_sheared_strong_views(tiny_semi
     with EventStorage(0):
         inputs, stats = labeler(unlabeled)
     assert [len(t) for t in inputs["cls_targets"]] == [2, 2, 2]  # classification keeps every view
-    assert stats["semi/pseudo_boxes_reg"] == pytest.approx(2 / 3 if skip else 2.0)  # per image, as trained
+    assert as_scalars(stats)["semi/pseudo_boxes_reg"] == pytest.approx(2 / 3 if skip else 2.0)  # per image
     assert [len(t) for t in inputs["reg_targets"]] == ([2, 0, 0] if skip else [2, 2, 2])
     # in the flipped view the regression target is the exact mirrored box
     assert inputs["reg_targets"][0].gt_boxes.tensor[0].tolist() == pytest.approx([34.0, 10.0, 54.0, 30.0])

@@ -14,6 +14,7 @@ from test_trainer import one_batch, student_and_labeler
 
 from softteacher import SoftTeacherTrainer
 from softteacher.modeling import IGNORE
+from softteacher.modeling.pseudo_label_stats import as_scalars
 from softteacher.modeling.pseudo_label_thresholds import box_targets, with_ignored
 
 from conftest import soft_teacher_cfg
@@ -56,7 +57,7 @@ def test_labeler_turns_detections_under_a_branch_threshold_into_ignored_regions(
     assert inputs["cls_targets"][0].gt_boxes.tensor[2].tolist() == expected
     assert inputs["rpn_targets"][0].gt_boxes.tensor[2].tolist() == expected
     assert len(inputs["reg_targets"][0]) == 0  # regression never gets ignored regions
-    assert stats["semi/ignored_boxes_cls"] == 1.0
+    assert as_scalars(stats)["semi/ignored_boxes_cls"] == 1.0
 
 
 @pytest.mark.parametrize("ignore", [False, True])
@@ -150,6 +151,26 @@ def test_roi_sampling_under_a_small_budget_spends_none_of_it_on_an_ignored_regio
     assert (overlap < 0.5).all()
 
 
+def test_a_proposal_on_both_a_pseudo_box_and_an_ignored_region_stays_a_foreground_sample(tiny_semi, tmp_path):
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **{"MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": "512"})
+    heads = build_model(cfg).roi_heads
+    kept, ignored = [0.0, 0.0, 20.0, 20.0], [2.0, 0.0, 22.0, 20.0]
+    both = [2.0, 0.0, 21.0, 20.0]  # IoU 0.857 with the pseudo-box, 0.95 with the ignored region
+    only_ignored = [8.0, 0.0, 28.0, 20.0]  # IoU 0.43 with the pseudo-box, 0.54 with the region
+    proposals = Instances((64, 64))
+    proposals.proposal_boxes = Boxes(torch.tensor([both, only_ignored]))
+    proposals.objectness_logits = torch.zeros(2)
+    targets = box_targets(torch.tensor([kept, ignored]), torch.tensor([4, IGNORE]), (64, 64))
+    iou = pairwise_iou(proposals.proposal_boxes, targets.gt_boxes)
+    assert iou[0, 0] >= 0.5 and iou[0, 1] > iou[0, 0] and iou[1, 0] < 0.5 <= iou[1, 1]
+    with EventStorage(0):
+        (samples,) = heads.label_and_sample_proposals([proposals], [targets])
+    by_box = {tuple(b.tolist()): int(c) for b, c in zip(samples.proposal_boxes.tensor, samples.gt_classes)}
+    assert by_box[tuple(both)] == 4  # matched to the pseudo-box, not dropped with the region
+    assert tuple(only_ignored) not in by_box and tuple(ignored) not in by_box  # still ignored
+    assert by_box[tuple(kept)] == 4  # the pseudo-box itself, appended as a proposal
+
+
 def test_ignoring_without_the_rpn_that_can_stops_at_start_naming_the_key(tiny_semi, tmp_path):
     cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **{"SEMI.IGNORE_UNCERTAIN": "True"})
     with pytest.raises(ValueError, match=r"MODEL\.PROPOSAL_GENERATOR\.NAME = 'RPN'.*SEMI\.IGNORE_UNCERTAIN"):
@@ -166,7 +187,7 @@ def test_a_step_where_every_detection_is_uncertain_trains_on_background_only(tin
     with EventStorage(0):
         inputs, stats = labeler(unlabeled)
         losses = student(labeled, unlabeled=inputs)
-    assert stats["semi/ignored_boxes_cls"] > 0
+    assert as_scalars(stats)["semi/ignored_boxes_cls"] > 0
     assert all((t.gt_classes == IGNORE).all() for t in inputs["cls_targets"])
     assert losses["unsup_loss_rpn_cls"] > 0 and losses["unsup_loss_cls"] > 0  # background still teaches
     assert losses["unsup_loss_rpn_loc"] == 0  # no object, no box to learn

@@ -9,7 +9,7 @@ from torch import nn
 
 from softteacher.engine import EMATeacherHook, ema_momentum, ema_update
 from softteacher.modeling import WeightedFastRCNNOutputLayers, jitter_boxes, jitter_uncertainty
-from softteacher.modeling.pseudo_label_stats import jitter_filter_iou
+from softteacher.modeling.pseudo_label_stats import as_scalars, jitter_filter_iou
 
 
 def test_weighted_classification_loss_matches_a_hand_computation():
@@ -202,8 +202,22 @@ def test_jitter_filter_iou_compares_passing_and_rejected_boxes_with_the_ground_t
     gt.gt_classes = torch.tensor([1])
     # passing: IoU 1 (box 0) and 0 (box 2, no class-2 truth); rejected: IoU 0.5 (box 1) and 0 (box 3,
     # wrong class); box 4 (an ignored region, never jittered) is neither
-    stats = jitter_filter_iou([det], [gt])
+    stats = as_scalars(jitter_filter_iou([det], [gt]))
     assert stats == {"semi/jitter_iou_passing": 0.5, "semi/jitter_iou_rejected": 0.25}
     empty = Instances((50, 50))
     empty.gt_boxes, empty.gt_classes = Boxes(torch.zeros(0, 4)), torch.zeros(0, dtype=torch.long)
-    assert jitter_filter_iou([det], [empty]) == {"semi/jitter_iou_passing": 0.0, "semi/jitter_iou_rejected": 0.0}
+    no_objects = as_scalars(jitter_filter_iou([det], [empty]))
+    assert no_objects == {"semi/jitter_iou_passing": 0.0, "semi/jitter_iou_rejected": 0.0}
+
+
+def test_period_scalars_pool_each_statistic_over_the_period_and_read_once():
+    from softteacher.engine.step import PeriodScalars
+
+    period = PeriodScalars()
+    period.add({"semi/precision_cls": (torch.tensor(3), torch.tensor(4)),
+                "semi/bg_weight_mean": (torch.tensor(0.0), 0)})
+    period.add({"semi/precision_cls": (torch.tensor(1), torch.tensor(4)), "semi/reg_uncertainty_thresh": (0.03, 1)})
+    # pooled: (3 + 1) / (4 + 4); a statistic with no weight in the period is left out
+    assert period.read() == {"semi/precision_cls": pytest.approx(0.5),
+                             "semi/reg_uncertainty_thresh": pytest.approx(0.03)}
+    assert period.read() == {}  # read resets the period

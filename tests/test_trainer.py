@@ -16,6 +16,7 @@ from softteacher.config import check_initial_weights
 from softteacher.data import build_labeled_unlabeled_loader
 from softteacher.engine import EMATeacherHook
 from softteacher.modeling import PseudoLabeler, jitter_uncertainty
+from softteacher.modeling.pseudo_label_stats import as_scalars
 from softteacher.structures import map_boxes
 
 from conftest import EVERY_DETECTION_IS_A_PSEUDO_BOX, config_path, soft_teacher_cfg
@@ -40,6 +41,7 @@ def test_a_step_without_pseudo_boxes_gives_zero_finite_unsupervised_losses(tiny_
     with EventStorage(0):
         inputs, stats = labeler(unlabeled)
         losses = student(labeled, unlabeled=inputs)
+    stats = as_scalars(stats)
     assert stats["semi/pseudo_boxes_rpn"] == stats["semi/pseudo_boxes_cls"] == 0
     unsup = {k: v for k, v in losses.items() if k.startswith("unsup_")}
     assert set(unsup) == {"unsup_loss_rpn_cls", "unsup_loss_rpn_loc", "unsup_loss_cls", "unsup_loss_box_reg"}
@@ -129,7 +131,7 @@ def test_background_samples_are_weighted_by_the_teachers_probability_foreground_
         return weighted(scores, gt_classes, weights)
 
     predictor.weighted_cls_loss = spy
-    with EventStorage(0) as storage:
+    with EventStorage(0):
         inputs, _ = labeler(unlabeled)
         asked = {}
 
@@ -139,7 +141,7 @@ def test_background_samples_are_weighted_by_the_teachers_probability_foreground_
 
         inputs["background_probs"] = background_probs
         student(labeled, unlabeled=inputs)
-        logged = storage.history("semi/bg_weight_mean").latest()
+    logged = as_scalars(inputs["statistics"])["semi/bg_weight_mean"]
     gt_classes, weights = seen["gt_classes"], seen["weights"]
     assert len(weights) == asked["n"]
     background = gt_classes == cfg.MODEL.ROI_HEADS.NUM_CLASSES
@@ -305,3 +307,21 @@ def test_missing_initial_weights_stop_at_start_naming_the_path_and_where_to_get_
         check_initial_weights(cfg)
     (tmp_path / "last_checkpoint").write_text("model_0000009.pth")
     check_initial_weights(cfg, resume=True)  # resuming reads the checkpoint, not MODEL.WEIGHTS
+
+
+@pytest.mark.parametrize("thresh, expected", [(0.001, 0.001), (-1.0, 0.05)])
+def test_evaluation_scores_detections_down_to_its_own_threshold_and_leaves_the_teachers(
+    tiny_semi, tmp_path, thresh, expected
+):
+    from softteacher.engine.trainer import SupervisedTrainer
+
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **{"TEST.EVAL_SCORE_THRESH": str(thresh)})
+    model = build_model(cfg)
+    model.eval()
+    seen = []
+    inference = model.roi_heads.box_predictor.inference
+    model.roi_heads.box_predictor.inference = lambda *a: seen.append(
+        model.roi_heads.box_predictor.test_score_thresh) or inference(*a)
+    SupervisedTrainer.test(cfg, model)
+    assert seen and set(seen) == {expected}  # every evaluated image
+    assert model.roi_heads.box_predictor.test_score_thresh == 0.05  # pseudo-labelling's, restored

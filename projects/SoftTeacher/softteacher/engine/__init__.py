@@ -1,7 +1,8 @@
 from .checkpoint import SafeCheckpointer
 from .ema import EMATeacherHook, ema_momentum, ema_update
 from .pseudo_label_pictures import PseudoLabelPicturesHook, draw_pseudo_labels
-from .trainer import SoftTeacherStep, SoftTeacherTrainer, SupervisedTrainer, unsup_weight_at
+from .step import SoftTeacherStep, unsup_weight_at
+from .trainer import SoftTeacherTrainer, SupervisedTrainer
 from .training_curves import TrainingCurvesHook, plot_training_curves
 
 __all__ = [

@@ -1,129 +1,29 @@
-"""The Soft Teacher trainer: detectron2's ``DefaultTrainer`` with a teacher-student step.
+"""The trainers: the supervised twin and Soft Teacher, both detectron2 ``DefaultTrainer``s.
 
-One step: the teacher pseudo-labels the weak views -> the student (one forward, DDP-wrapped) runs
-on the labeled batch and on the strong views -> L = L_sup + alpha * L_unsup -> backward -> optimizer
--> the EMA hook moves the teacher. The teacher is never wrapped and never gets gradients; it is
-saved as "teacher" beside the student ("model") in every checkpoint.
+Soft Teacher's step is :class:`.step.SoftTeacherStep`. The teacher is never wrapped and never gets
+gradients; it is saved as "teacher" beside the student ("model") in every checkpoint.
 """
 
+import contextlib
 import logging
 import os
-import time
 
-import torch
 from detectron2.data import build_detection_train_loader
-from detectron2.engine import DefaultTrainer, SimpleTrainer, hooks
+from detectron2.engine import DefaultTrainer, hooks
 from detectron2.modeling import META_ARCH_REGISTRY, PROPOSAL_GENERATOR_REGISTRY, ROI_HEADS_REGISTRY, build_model
-from detectron2.utils import comm
-from detectron2.utils.events import get_event_storage
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data import LabeledDatasetMapper, SkippedImages, build_labeled_unlabeled_loader
+from ..data import LabeledDatasetMapper, build_labeled_unlabeled_loader
 from ..modeling import PseudoLabeler, PseudoLabelRPN, SemiSupervisedRCNN, SoftTeacherROIHeads
 from .checkpoint import SafeCheckpointer
 from .cpu_ddp import cpu_ddp_support
 from .ema import EMATeacherHook
 from .evaluation import build_detection_evaluator
 from .pseudo_label_pictures import PseudoLabelPicturesHook
+from .step import SoftTeacherStep
 from .training_curves import TrainingCurvesHook
 
 logger = logging.getLogger(__name__)
-
-
-def unsup_weight_at(cfg, iteration):
-    """alpha at an iteration: 0 during burn-in, UNSUP_WEIGHT after, optionally decayed linearly
-    to 0 over the last UNSUP_WEIGHT_DECAY_ITERS iterations."""
-    semi = cfg.SEMI
-    if iteration < semi.BURN_IN_ITERS:
-        return 0.0
-    remaining = cfg.SOLVER.MAX_ITER - iteration
-    if semi.UNSUP_WEIGHT_DECAY_ITERS > 0 and remaining < semi.UNSUP_WEIGHT_DECAY_ITERS:
-        return semi.UNSUP_WEIGHT * remaining / semi.UNSUP_WEIGHT_DECAY_ITERS
-    return semi.UNSUP_WEIGHT
-
-
-def stop_on_non_finite_losses(loss_dict, iteration, output_dir):
-    """Raise ``FloatingPointError`` naming the non-finite loss terms and the iteration, on every
-    rank when any rank has one (called before the backward pass, so the weights, the teacher and
-    the last checkpoint stay as they were)."""
-    values = torch.stack([value.detach().float() for value in loss_dict.values()])
-    non_finite = (~torch.isfinite(values)).float().sum()
-    if comm.get_world_size() > 1:
-        torch.distributed.all_reduce(non_finite)
-    if non_finite.item() > 0:
-        bad = {name: value.item() for name, value in zip(loss_dict, values) if not torch.isfinite(value)}
-        terms = ", ".join(f"{name} = {value}" for name, value in bad.items()) or "on another rank"
-        raise FloatingPointError(
-            f"Non-finite loss at iteration {iteration}: {terms}. Stopped before the optimizer "
-            f"step; --resume continues from the last checkpoint in {output_dir}"
-        )
-
-
-class SoftTeacherStep(SimpleTrainer):
-    """The teacher-student training step, with optional mixed precision.
-
-    AMP: float16 with a gradient scaler on CUDA, bfloat16 (no scaler needed) on the CPU.
-    """
-
-    def __init__(self, model, data_loader, optimizer, pseudo_labeler, cfg, amp=False):
-        super().__init__(model, data_loader, optimizer)
-        self.pseudo_labeler = pseudo_labeler
-        self.cfg = cfg
-        self.amp = amp
-        device = next(model.parameters()).device
-        self.amp_device = device.type
-        self.amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-        self.grad_scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" else None
-        self.skipped_images = SkippedImages()
-
-    def run_step(self):
-        assert self.model.training, "[SoftTeacherStep] model was changed to eval mode!"
-        start = time.perf_counter()
-        labeled, unlabeled = next(self._data_loader_iter)
-        data_time = time.perf_counter() - start
-
-        alpha = unsup_weight_at(self.cfg, self.iter)
-        storage = get_event_storage()
-        storage.put_scalar("semi/unsup_weight", alpha, smoothing_hint=False)
-        skipped = self.skipped_images.update(unlabeled)
-        storage.put_scalar("data/skipped_unlabeled_images", skipped, smoothing_hint=False)
-        with torch.autocast(self.amp_device, dtype=self.amp_dtype, enabled=self.amp):
-            if alpha > 0:
-                inputs, stats = self.pseudo_labeler(unlabeled)
-                storage.put_scalars(**stats)
-                loss_dict = self.model(labeled, unlabeled=inputs)
-            else:
-                loss_dict = self.model(labeled)
-            loss_dict = {
-                name: value * alpha if name.startswith("unsup_") else value
-                for name, value in loss_dict.items()
-            }
-            losses = sum(loss_dict.values())
-        stop_on_non_finite_losses(loss_dict, self.iter, self.cfg.OUTPUT_DIR)
-
-        self.optimizer.zero_grad()
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(losses).backward()
-        else:
-            losses.backward()
-        self.after_backward()
-        self._write_metrics(loss_dict, data_time)
-        if self.grad_scaler is not None:
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            self.optimizer.step()
-
-    def state_dict(self):
-        ret = super().state_dict()
-        if self.grad_scaler is not None:
-            ret["grad_scaler"] = self.grad_scaler.state_dict()
-        return ret
-
-    def load_state_dict(self, state_dict):
-        super().load_state_dict(state_dict)
-        if self.grad_scaler is not None and "grad_scaler" in state_dict:
-            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
 
 
 class _LoadInto:
@@ -161,6 +61,20 @@ def check_semi_supervised_model(cfg):
         )
 
 
+@contextlib.contextmanager
+def evaluation_score_thresh(model, thresh):
+    """The model's box predictor keeps detections down to ``thresh`` inside the block (a negative
+    ``thresh`` leaves the configured test-time threshold)."""
+    predictor = getattr(model, "module", model).roi_heads.box_predictor
+    saved = predictor.test_score_thresh
+    if thresh >= 0:
+        predictor.test_score_thresh = thresh
+    try:
+        yield
+    finally:
+        predictor.test_score_thresh = saved
+
+
 class SupervisedTrainer(DefaultTrainer):
     """``DefaultTrainer`` for the supervised twins (configs without DATASETS.TRAIN_UNLABELED):
     labeled images augmented as Soft Teacher's labeled stream (INPUT.LABELED_COLOR_AUG), so the
@@ -179,9 +93,19 @@ class SupervisedTrainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         return build_detection_evaluator(cfg, dataset_name, output_folder)
 
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """detectron2's evaluation, scoring detections down to ``TEST.EVAL_SCORE_THRESH``."""
+        with evaluation_score_thresh(model, cfg.TEST.EVAL_SCORE_THRESH):
+            return super().test(cfg, model, evaluators)
+
     def build_hooks(self):
         self.checkpointer = SafeCheckpointer.replacing(self.checkpointer)
-        return super().build_hooks() + [TrainingCurvesHook(self.cfg.OUTPUT_DIR)]
+        ret = super().build_hooks()
+        for hook in ret:
+            if isinstance(hook, hooks.PeriodicWriter):
+                hook._period = self.cfg.SEMI.LOG_PERIOD
+        return ret + [TrainingCurvesHook(self.cfg.OUTPUT_DIR)]
 
 
 class SoftTeacherTrainer(SupervisedTrainer):

@@ -20,7 +20,8 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
             batched_inputs: labeled images in detectron2's format (or images to predict).
             unlabeled: None, or the pseudo-labelled strong views as made by
                 :class:`softteacher.modeling.PseudoLabeler` (``images``, ``rpn_targets``,
-                ``cls_targets``, ``reg_targets``, ``background_probs``).
+                ``cls_targets``, ``reg_targets``, ``background_probs``, ``statistics``: a dict the
+                ROI heads add their statistics to).
         Returns:
             in training, supervised losses and, with ``unlabeled``, the unsupervised ones with
             an ``unsup_`` prefix (unweighted).
@@ -32,7 +33,7 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
         losses.update({f"unsup_{name}": value for name, value in unsupervised.items()})
         return losses
 
-    def unsupervised_losses(self, images, rpn_targets, cls_targets, reg_targets, background_probs):
+    def unsupervised_losses(self, images, rpn_targets, cls_targets, reg_targets, background_probs, statistics=None):
         branches = [rpn_targets, cls_targets] + ([reg_targets] if reg_targets is not None else [])
         if not any(len(t) for targets in branches for t in targets):
             names = ["loss_rpn_cls", "loss_rpn_loc", "loss_cls"]
@@ -42,6 +43,6 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
         features = self.backbone(images.tensor)
         proposals, rpn_losses = self.proposal_generator(images, features, rpn_targets)
         roi_losses = self.roi_heads.unsupervised_losses(
-            features, proposals, cls_targets, reg_targets, background_probs
+            features, proposals, cls_targets, reg_targets, background_probs, statistics
         )
         return {**rpn_losses, **roi_losses}

@@ -1,8 +1,14 @@
 """What the pseudo-labels of a step look like, for the training log: boxes an image per branch,
 and, where the unlabeled images keep their ground truth (the benchmarks' splits), precision and
-recall per branch and whether box jitter keeps the better-placed boxes."""
+recall per branch and whether box jitter keeps the better-placed boxes.
 
-import numpy as np
+Every statistic is a pair ``(sum, weight)`` of tensors on the device, never read during the step:
+the trainer adds the pairs of the steps of a logging period and logs sum / weight once
+(:class:`softteacher.engine.step.PeriodScalars`), so that statistics cost no host
+synchronisation. Ratios are pooled over the period (precision = all true positives / all
+pseudo-boxes).
+"""
+
 import torch
 from detectron2.layers import cat
 from detectron2.structures import Boxes, pairwise_iou
@@ -12,85 +18,83 @@ from .rpn import IGNORE
 SCORE_BAND_EDGES = (0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05)
 
 
-def match_counts(pred_boxes, pred_classes, gt_boxes, gt_classes, iou_thresh=0.5):
-    """(true positives, predictions, ground truths found, ground truths) at an IoU, class-aware."""
-    if len(pred_boxes) == 0 or len(gt_boxes) == 0:
-        return 0, len(pred_boxes), 0, len(gt_boxes)
+def as_scalars(stats):
+    """Pairs -> {name: sum / weight} as floats, leaving out those with no weight (for reading a
+    step's statistics directly, as the tests and tools do)."""
+    return {name: float(value) / float(weight) for name, (value, weight) in stats.items() if float(weight) > 0}
+
+
+def match_counts(pred_boxes, pred_classes, gt_boxes, gt_classes, keep=None, iou_thresh=0.5):
+    """(true positives, predictions, ground truths found) as tensors, class-aware at an IoU, of the
+    predictions where ``keep`` (all by default), without reading anything back to the host."""
+    keep = torch.ones(len(pred_boxes), dtype=torch.bool, device=pred_boxes.device) if keep is None else keep
     hit = (pairwise_iou(Boxes(pred_boxes), Boxes(gt_boxes)) >= iou_thresh) & (
         pred_classes[:, None] == gt_classes[None, :]
-    )
-    return int(hit.any(1).sum()), len(pred_boxes), int(hit.any(0).sum()), len(gt_boxes)
+    ) & keep[:, None]
+    return hit.any(1).sum(), keep.sum(), hit.any(0).sum()
 
 
 def pseudo_label_quality(detections, ground_truth, branch, iou_thresh=0.5):
     """Summed (true positives, pseudo-boxes, ground truths found, ground truths) of one branch's
-    pseudo-boxes over images, class-aware, at an IoU."""
-    counts = np.zeros(4, dtype=np.int64)
+    pseudo-boxes over images, class-aware, at an IoU (tensors but the last, a count)."""
+    tp = predicted = found = 0
     for d, gt in zip(detections, ground_truth):
         keep = d.get(f"keep_{branch}")
-        counts += match_counts(
-            d.pred_boxes.tensor[keep], d.pred_classes[keep],
-            gt.gt_boxes.tensor.to(keep.device), gt.gt_classes.to(keep.device), iou_thresh,
-        )
-    return tuple(int(c) for c in counts)
+        t, p, f = match_counts(d.pred_boxes.tensor, d.pred_classes, gt.gt_boxes.tensor.to(keep.device),
+                               gt.gt_classes.to(keep.device), keep, iou_thresh)
+        tp, predicted, found = tp + t, predicted + p, found + f
+    return tp, predicted, found, sum(len(gt) for gt in ground_truth)
 
 
 def jitter_filter_iou(detections, ground_truth):
     """Mean IoU with the best same-class ground-truth box (0 when none) of the jittered
-    pseudo-boxes box jitter passes for regression and of those it rejects: whether the filter keeps
-    the boxes that are better placed. Keys are left out when a group is empty."""
-    ious = {True: [], False: []}
+    pseudo-boxes box jitter passes for regression and of those it rejects, as (sum, count) pairs:
+    whether the filter keeps the boxes that are better placed."""
+    sums = {True: 0, False: 0}
+    counts = {True: 0, False: 0}
     for d, gt in zip(detections, ground_truth):
-        if len(d) == 0:
-            continue
         gt_boxes = gt.gt_boxes.tensor.to(d.pred_boxes.tensor.device)
-        iou = pairwise_iou(d.pred_boxes, Boxes(gt_boxes)) if len(gt_boxes) else d.scores.new_zeros(len(d), 0)
+        iou = pairwise_iou(d.pred_boxes, Boxes(gt_boxes))
         same_class = d.pred_classes[:, None] == gt.gt_classes.to(d.pred_classes.device)[None, :]
-        best = (iou * same_class).max(dim=1).values if iou.shape[1] else d.scores.new_zeros(len(d))
+        best = torch.cat([iou * same_class, iou.new_zeros(len(d), 1)], 1).max(dim=1).values
         jittered = d.uncertainty.isfinite()
         for passed in (True, False):
-            ious[passed].append(best[(d.keep_reg == passed) & jittered])
-    out = {}
-    for passed, name in ((True, "passing"), (False, "rejected")):
-        values = torch.cat(ious[passed]) if ious[passed] else torch.zeros(0)
-        if len(values):
-            out[f"semi/jitter_iou_{name}"] = values.float().mean().item()
-    return out
+            group = (d.keep_reg == passed) & jittered
+            sums[passed] = sums[passed] + (best * group).sum()
+            counts[passed] = counts[passed] + group.sum()
+    return {f"semi/jitter_iou_{name}": (sums[passed], counts[passed])
+            for passed, name in ((True, "passing"), (False, "rejected"))}
 
 
 def pseudo_label_statistics(thresholds, branches, class_names, unlabeled, detections, cls_targets):
-    """The scalars a training step logs about its pseudo-labels (``semi/...``)."""
+    """The statistics a training step logs about its pseudo-labels (``semi/...``), as pairs."""
     stats = {}
     if thresholds.adaptive_scores is not None:
-        for name, thresh in zip(class_names, thresholds.adaptive_scores.thresholds.tolist()):
-            stats[f"semi/score_thresh/{name}"] = thresh
-    num_images = max(len(unlabeled), 1)
+        for name, thresh in zip(class_names, thresholds.adaptive_scores.thresholds):
+            stats[f"semi/score_thresh/{name}"] = (thresh, 1)
+    num_images = len(unlabeled)
     has_gt = all("unlabeled_gt_instances" in u for u in unlabeled)
     ground_truth = [u.get("unlabeled_gt_instances") for u in unlabeled]
     for branch in branches:
-        kept = sum(int(d.get(f"keep_{branch}").sum()) for d in detections)
-        stats[f"semi/pseudo_boxes_{branch}"] = kept / num_images
-        if not has_gt:
-            continue
-        tp, predicted, found, total = pseudo_label_quality(detections, ground_truth, branch)
-        if predicted > 0:
-            stats[f"semi/precision_{branch}"] = tp / predicted
-        if total > 0:
-            stats[f"semi/recall_{branch}"] = found / total
+        kept = sum(d.get(f"keep_{branch}").sum() for d in detections)
+        stats[f"semi/pseudo_boxes_{branch}"] = (kept, num_images)
+        if has_gt:
+            tp, predicted, found, total = pseudo_label_quality(detections, ground_truth, branch)
+            stats[f"semi/precision_{branch}"] = (tp, predicted)
+            stats[f"semi/recall_{branch}"] = (found, total)
     if "reg" in branches:
         uncertainty = cat([d.uncertainty for d in detections])
         jittered = uncertainty.isfinite()
-        if jittered.any():
-            passed = cat([d.keep_reg for d in detections])[jittered]
-            stats["semi/jitter_pass_fraction"] = passed.float().mean().item()
-            stats["semi/jitter_uncertainty_median"] = uncertainty[jittered].median().item()
+        passed = cat([d.keep_reg for d in detections]) & jittered
+        stats["semi/jitter_pass_fraction"] = (passed.sum(), jittered.sum())
+        median = torch.where(jittered, uncertainty, float("nan")).nanmedian()
+        stats["semi/jitter_uncertainty_median"] = (median.nan_to_num(0.0), jittered.any())
         if thresholds.adaptive_uncertainty is not None:
-            stats["semi/reg_uncertainty_thresh"] = thresholds.current_reg_uncertainty_thresh
+            stats["semi/reg_uncertainty_thresh"] = (thresholds.current_reg_uncertainty_thresh, 1)
         if has_gt:
             stats.update(jitter_filter_iou(detections, ground_truth))
     if thresholds.ignore_uncertain:
-        ignored = sum(int((t.gt_classes == IGNORE).sum()) for t in cls_targets)
-        stats["semi/ignored_boxes_cls"] = ignored / num_images
+        stats["semi/ignored_boxes_cls"] = (sum((t.gt_classes == IGNORE).sum() for t in cls_targets), num_images)
     return stats
 
 

@@ -170,7 +170,8 @@ class PseudoLabeler:
         Args:
             unlabeled: mapped weak/strong pairs (see :mod:`softteacher.data.mappers`).
         Returns:
-            (inputs for ``SemiSupervisedRCNN(..., unlabeled=inputs)``, dict of scalars to log)
+            (inputs for ``SemiSupervisedRCNN(..., unlabeled=inputs)``, the statistics to log as
+            (sum, weight) pairs: :mod:`.pseudo_label_stats`)
         """
         detections, head = self.label([u["weak"] for u in unlabeled], adapt=True)
         boxes = cat([d.pred_boxes.tensor for d in detections])
@@ -219,6 +220,7 @@ class PseudoLabeler:
             "cls_targets": targets["cls"],
             "reg_targets": targets.get("reg"),
             "background_probs": background_probs,
+            "statistics": {},
         }
         stats = pseudo_label_statistics(
             self.thresholds, self.branches, self.class_names, unlabeled, detections, targets["cls"]

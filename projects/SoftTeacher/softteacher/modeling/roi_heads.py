@@ -15,7 +15,8 @@ from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
-from detectron2.utils.events import get_event_storage
+
+from .rpn import IGNORE
 
 
 class WeightedFastRCNNOutputLayers(FastRCNNOutputLayers):
@@ -29,6 +30,25 @@ class WeightedFastRCNNOutputLayers(FastRCNNOutputLayers):
         return (weights * ce).sum() / weights.sum().clamp(min=1.0)
 
 
+class PseudoBoxesFirstMatcher:
+    """The ROI heads' ``Matcher``, told which target rows of the next image are ignored regions
+    (class ``IGNORE``): a proposal that overlaps some kept pseudo-box by the foreground IoU is
+    matched among the kept boxes even where an ignored region overlaps it more, so it stays a
+    foreground sample (the RPN keeps objects over ignored regions the same way). Elsewhere it is
+    detectron2's matching, ignored regions included."""
+
+    def __init__(self, matcher):
+        self.matcher = matcher
+        self.ignored_rows = []  # one (G,) mask per image, consumed in order
+
+    def __call__(self, quality):
+        ignored = self.ignored_rows.pop(0) if self.ignored_rows else None
+        if ignored is not None and len(quality):
+            foreground = ((quality >= self.matcher.thresholds[-2]) & ~ignored[:, None]).any(0)
+            quality = torch.where(ignored[:, None] & foreground[None, :], torch.zeros_like(quality), quality)
+        return self.matcher(quality)
+
+
 @ROI_HEADS_REGISTRY.register()
 class SoftTeacherROIHeads(StandardROIHeads):
     @configurable
@@ -40,6 +60,14 @@ class SoftTeacherROIHeads(StandardROIHeads):
         """
         super().__init__(**kwargs)
         self.soft_background_weight = soft_background_weight
+        self.proposal_matcher = PseudoBoxesFirstMatcher(self.proposal_matcher)
+
+    def label_and_sample_proposals(self, proposals, targets):
+        self.proposal_matcher.ignored_rows = [t.gt_classes == IGNORE for t in targets]
+        try:
+            return super().label_and_sample_proposals(proposals, targets)
+        finally:
+            self.proposal_matcher.ignored_rows = []
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -58,7 +86,7 @@ class SoftTeacherROIHeads(StandardROIHeads):
         pooled = self.box_pooler([features[f] for f in self.box_in_features], boxes)
         return self.box_predictor(self.box_head(pooled))
 
-    def unsupervised_losses(self, features, proposals, cls_targets, reg_targets, background_probs):
+    def unsupervised_losses(self, features, proposals, cls_targets, reg_targets, background_probs, statistics=None):
         """Losses of the student's strong-view proposals against pseudo-labels.
 
         Args:
@@ -69,6 +97,8 @@ class SoftTeacherROIHeads(StandardROIHeads):
                 leaves regression out (no box jitter).
             background_probs: callable(list of sampled ``Instances``) -> (R,) teacher background
                 probability of every sample, in order.
+            statistics: a dict that gets ``semi/bg_weight_mean`` as a (sum, count) pair of tensors
+                (see :mod:`.pseudo_label_stats`), or None.
         """
         samples = self.label_and_sample_proposals(proposals, cls_targets)
         scores, _ = self.box_predictions(features, [p.proposal_boxes for p in samples])
@@ -77,8 +107,8 @@ class SoftTeacherROIHeads(StandardROIHeads):
         background = gt_classes == self.num_classes
         if self.soft_background_weight:
             weights[background] = background_probs(samples)[background].float()
-        if background.any():
-            get_event_storage().put_scalar("semi/bg_weight_mean", weights[background].mean().item())
+        if statistics is not None:
+            statistics["semi/bg_weight_mean"] = ((weights * background).sum(), background.sum())
         losses = {"loss_cls": self.box_predictor.weighted_cls_loss(scores, gt_classes, weights)}
         if reg_targets is not None:
             losses["loss_box_reg"] = self._pseudo_box_regression_loss(features, proposals, reg_targets)

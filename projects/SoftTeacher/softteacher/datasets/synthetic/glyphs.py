@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 from filelock import FileLock
 
-from . import shapes
 from ..splits import split_paths, write_split
+from . import shapes
 
 CLASSES = ("A", "E", "K", "R", "5", "8")
 DISTRACTORS = ("B", "F", "H", "P", "S", "X", "3", "4")
