@@ -22,6 +22,7 @@ image). Records seconds by part, images/s, peak memory, pseudo-boxes per image.
 
 import argparse
 import itertools
+import json
 import os
 import platform
 import sys
@@ -33,7 +34,7 @@ os.environ.setdefault("DETECTRON2_DATASETS", DATA_ROOT)  # read by detectron2 at
 
 import torch  # noqa: E402
 from bench_common import write_result  # noqa: E402
-from cost import Clock, autocast, peak_memory_mb, time_steps  # noqa: E402
+from cost import Clock, autocast, count_per_step, peak_memory_mb, time_steps  # noqa: E402
 from detectron2.data import build_detection_train_loader  # noqa: E402
 from detectron2.engine import DefaultTrainer  # noqa: E402
 from detectron2.layers import FrozenBatchNorm2d  # noqa: E402
@@ -128,6 +129,8 @@ def main():
     parser.add_argument("--amp", action="store_true", help="float16 on CUDA, bfloat16 on the CPU")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", default=os.path.join(REPO, "bench", "results", "coco_scale.json"))
+    parser.add_argument("--count-steps", type=int, default=1, help="steps whose operators and syncs are counted")
+    parser.add_argument("--counts-as", default="after", help="the key under ``counts``; other keys are kept")
     args = parser.parse_args()
     torch.manual_seed(0)
     prepare_data(args.num_train)
@@ -154,8 +157,14 @@ def main():
     teacher.load_state_dict(student.state_dict())
     optimizer = first_steps_optimizer(cfg, student)
     labeler = PseudoLabeler(cfg, teacher)
-    timing = time_steps(student, labeler, optimizer, batches, args.warmup, cfg.SEMI.UNSUP_WEIGHT, args.amp, device)
+    timing = time_steps(cfg, student, labeler, optimizer, batches, args.warmup, args.amp, device)
     semi_peak = peak_memory_mb(device)
+    counts = {}
+    if os.path.exists(args.output):  # counts measured under other keys (e.g. before a change) stay
+        with open(args.output) as f:
+            counts = json.load(f).get("counts", {})
+    counts[args.counts_as] = count_per_step(cfg, student, labeler, optimizer, batches[-args.count_steps:], args.amp)
+    counts[args.counts_as]["command"] = "python bench/coco_scale.py " + " ".join(sys.argv[1:])
 
     step = timing["step_s"]
     images = len(batches[0][0]) + len(batches[0][1])
@@ -186,6 +195,7 @@ def main():
             "peak_memory_mb": round(semi_peak, 1),
         },
         "supervised": supervised,
+        "counts": counts,
         "labeled_input_sizes_hw": [list(s) for s in sizes],
         "steps": timing["steps"],
         "warmup_steps": args.warmup,

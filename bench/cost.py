@@ -11,9 +11,13 @@ On the same prefetched batches, in one run, alternating which goes first:
   jitter, mapping (pseudo-boxes into the strong views, statistics), the teacher scoring the
   student's background samples, the optimizer step, the EMA update, and the rest (student
   forward + backward, loss weighting, the non-finite check, metrics);
-- the unavoidable work: one student forward + backward on the same labeled and strong-view images
-  (a supervised step on them, the pseudo-boxes as targets), one teacher forward on the weak views,
-  and the optimizer step (counted on both sides: every training does it).
+- the unavoidable work: detectron2's own supervised step (``SimpleTrainer``, ``AMPTrainer`` on
+  CUDA with AMP) on the same labeled and strong-view images, the pseudo-boxes as targets, and one
+  teacher forward on the weak views.
+
+Then it counts, per step, the operators dispatched and the host synchronisations of the Soft
+Teacher step and of that supervised step (``softteacher.profiling``), on a step that is not a
+logging step, under ``counts.<--counts-as>`` (other keys already in the file are kept).
 
 And, on validation images, the exported plain detectron2 model against this project's model with
 the same weights (inference, one image per call). The weights are a trained checkpoint (the demo's
@@ -37,7 +41,7 @@ import time
 import torch
 from bench_common import write_result
 from detectron2.data import build_detection_test_loader
-from detectron2.engine import DefaultTrainer, SimpleTrainer
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
@@ -81,18 +85,28 @@ class Clock:
         return timed
 
 
-def unavoidable_work(clock, student, teacher, optimizer, labeled, unlabeled, strong_targets, amp):
-    """A supervised step on the same images (pseudo-boxes as targets) and one teacher forward."""
-    with clock.section("teacher_forward"), torch.no_grad(), autocast(student, amp):
-        teacher([u["weak"] for u in unlabeled])
-    strong = [{**u["strong"], "instances": t} for u, t in zip(unlabeled, strong_targets)]
-    with clock.section("student_forward_backward"):
-        with autocast(student, amp):
-            total = sum(student(labeled + strong).values())
-        optimizer.zero_grad()
-        total.backward()
-    with clock.section("optimizer_step"):
-        optimizer.step()
+def with_pseudo_boxes(labeler, batches):
+    """Per batch, the labeled images and the strong views with their pseudo-boxes as ground truth
+    (found untimed and uncounted): what a supervised step on the same images trains on."""
+    data = []
+    with torch.no_grad(), EventStorage(0):
+        for labeled, unlabeled in batches:
+            targets = labeler(unlabeled)[0]["cls_targets"]
+            data.append(labeled + [{**u["strong"], "instances": t} for u, t in zip(unlabeled, targets)])
+    return data
+
+
+def supervised_step(student, optimizer, data, amp):
+    """detectron2's own supervised step over ``data`` (AMPTrainer on CUDA with AMP, else
+    SimpleTrainer, under bfloat16 autocast on the CPU with AMP), as a callable."""
+    cuda = next(student.parameters()).device.type == "cuda"
+    trainer = AMPTrainer(student, data, optimizer) if amp and cuda else SimpleTrainer(student, data, optimizer)
+
+    def run():
+        with autocast(student, amp and not cuda):
+            trainer.run_step()
+
+    return trainer, run
 
 
 def autocast(model, enabled):
@@ -151,36 +165,47 @@ def timed_soft_teacher_step(cfg, student, labeler, optimizer, batches, clock, am
 
 
 def time_steps(cfg, student, labeler, optimizer, batches, warmup, amp, device):
-    """Train ``batches`` with the Soft Teacher step and with the unavoidable work, alternating
-    which goes first; the first ``warmup`` batches are not counted. Returns mean seconds per step
-    (total and by section) of both, and the classification pseudo-boxes per unlabeled image."""
-    with torch.no_grad(), EventStorage(0):  # the supervised step's targets: each batch's pseudo-boxes, found untimed
-        base_targets = [labeler(unlabeled)[0]["cls_targets"] for _, unlabeled in batches]
+    """Train ``batches`` with the Soft Teacher step and with the unavoidable work (one teacher
+    forward on the weak views and detectron2's supervised step on the labeled and strong-view
+    images), alternating which goes first; the first ``warmup`` batches are not counted. Returns
+    mean seconds per step (total and by section) of both, and the classification pseudo-boxes per
+    unlabeled image."""
+    supervised_data = with_pseudo_boxes(labeler, batches)
     step_clock, base_clock = Clock(device), Clock(device)
-    saved = labeler.teacher_detections, pseudo_labels_module.jitter_uncertainty, optimizer.step
+    clock_now = {"clock": step_clock}  # the optimizer step is timed on the clock of the run
+    real_optimizer_step = optimizer.step
+
+    def timed_optimizer_step(*args, **kwargs):
+        with clock_now["clock"].section("optimizer_step"):
+            return real_optimizer_step(*args, **kwargs)
+
+    saved = labeler.teacher_detections, pseudo_labels_module.jitter_uncertainty
     per_step, per_base = [], []
     try:
+        optimizer.step = timed_optimizer_step
         with EventStorage(0) as storage:  # the losses log to it, as in training
             step, run_step = timed_soft_teacher_step(cfg, student, labeler, optimizer, batches, step_clock, amp)
-            step.storage = storage
-            for i, ((labeled, unlabeled), targets) in enumerate(zip(batches, base_targets)):
+            base, run_base = supervised_step(student, optimizer, supervised_data, amp)
+            step.storage = base.storage = storage
+            for i, (_, unlabeled) in enumerate(batches):
                 if i == warmup:  # warm-up done: count from here
                     for collected in (per_step, per_base, step_clock.times, base_clock.times):
                         collected.clear()
                     if device.type == "cuda":
                         torch.cuda.reset_peak_memory_stats()
                 for run in ("step", "base") if i % 2 else ("base", "step"):
-                    clock, times = (step_clock, per_step) if run == "step" else (base_clock, per_base)
-                    start = clock.now()
+                    clock_now["clock"], times = (step_clock, per_step) if run == "step" else (base_clock, per_base)
+                    start = clock_now["clock"].now()
                     if run == "step":
                         run_step()
                     else:
-                        unavoidable_work(base_clock, student, labeler.teacher, optimizer, labeled, unlabeled,
-                                         targets, amp)
-                    times.append(clock.now() - start)
-            boxes = storage.history("semi/pseudo_boxes_cls").values()[warmup:]
+                        with base_clock.section("teacher_forward"), torch.no_grad(), autocast(student, amp):
+                            labeler.teacher([u["weak"] for u in unlabeled])
+                        run_base()
+                    times.append(clock_now["clock"].now() - start)
     finally:
-        labeler.teacher_detections, pseudo_labels_module.jitter_uncertainty, optimizer.step = saved
+        labeler.teacher_detections, pseudo_labels_module.jitter_uncertainty = saved
+        optimizer.step = real_optimizer_step
     n = len(per_step)
     step = {k: v / n for k, v in step_clock.times.items()}
     step.setdefault("box_jitter", 0.0)  # never called with SEMI.BOX_JITTER False
@@ -188,42 +213,45 @@ def time_steps(cfg, student, labeler, optimizer, batches, warmup, amp, device):
         step.pop("pseudo_labels_total") - step["teacher_pseudo_labelling"] - step["box_jitter"]
     )
     step["student_forward_backward"] = statistics.fmean(per_step) - sum(step.values())  # the rest of the step
+    base = {k: v / n for k, v in base_clock.times.items()}
+    base["student_forward_backward"] = statistics.fmean(per_base) - sum(base.values())
+    boxes = [sum(int((x["instances"].gt_classes >= 0).sum()) for x in data[len(labeled):]) / len(unlabeled)
+             for data, (labeled, unlabeled) in zip(supervised_data[warmup:], batches[warmup:])]
     return {
         "step_s": statistics.fmean(per_step),
         "step_sections_s": step,
         "unavoidable_s": statistics.fmean(per_base),
-        "unavoidable_sections_s": {k: v / n for k, v in base_clock.times.items()},
-        "pseudo_boxes_cls_per_image": statistics.fmean(v for v, _ in boxes),
+        "unavoidable_sections_s": base,
+        "pseudo_boxes_cls_per_image": statistics.fmean(boxes),
         "steps": n,
     }
 
 
 def count_per_step(cfg, student, labeler, optimizer, batches, amp):
     """Operators dispatched and host synchronisations per step (``softteacher.profiling``), of the
-    product's Soft Teacher step (with its EMA update) and of detectron2's own supervised step
-    (``SimpleTrainer.run_step``) on the same images: the labeled ones and the strong views with
-    their pseudo-boxes as ground truth. Means over ``batches``."""
-    with torch.no_grad(), EventStorage(0):
-        strong = [[{**u["strong"], "instances": t} for u, t in zip(unlabeled, labeler(unlabeled)[0]["cls_targets"])]
-                  for _, unlabeled in batches]
-    steps = {
-        "soft_teacher": SoftTeacherStep(student, batches, optimizer, labeler, cfg, amp=amp),
-        "supervised": SimpleTrainer(student, [labeled + s for (labeled, _), s in zip(batches, strong)], optimizer),
-    }
+    product's Soft Teacher step (with its EMA update) and of detectron2's own supervised step on
+    the same images (the labeled ones and the strong views with their pseudo-boxes as ground
+    truth). Means over ``batches``."""
     ema = EMATeacherHook(labeler.teacher, student, cfg.SEMI.EMA_MOMENTUM)
     ema.step = 10**6
-    steps["soft_teacher"].register_hooks([ema])
+    soft_teacher = SoftTeacherStep(student, batches, optimizer, labeler, cfg, amp=amp)
+    soft_teacher.register_hooks([ema])
+
+    def soft_teacher_step():
+        soft_teacher.run_step()
+        ema.after_step()
+
+    supervised, supervised_run = supervised_step(student, optimizer, with_pseudo_boxes(labeler, batches), amp)
     out = {}
-    for name, step in steps.items():
-        step.iter = cfg.SEMI.BURN_IN_ITERS  # the unsupervised loss is on
+    for name, trainer, run in (("soft_teacher", soft_teacher, soft_teacher_step),
+                               ("supervised", supervised, supervised_run)):
+        trainer.iter = cfg.SEMI.BURN_IN_ITERS  # the unsupervised loss is on; not a logging iteration
         ops, syncs, by_op = [], [], collections.Counter()
-        with EventStorage(step.iter) as storage:
-            step.storage = storage
+        with EventStorage(trainer.iter) as storage:
+            trainer.storage = storage
             for _ in batches:
                 with count_device_work() as counts:
-                    step.run_step()
-                    if name == "soft_teacher":
-                        ema.after_step()
+                    run()
                 ops.append(counts.ops)
                 syncs.append(counts.host_syncs)
                 by_op.update(counts.syncs_by_op)

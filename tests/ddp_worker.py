@@ -37,14 +37,13 @@ def register(root):
 def worker(root, out_dir, nan_on_rank1=False, no_boxes_on_rank1=False, max_iter=3):
     register(root)
     torch.set_num_threads(1)
-    cfg = soft_teacher_cfg(
-        "tiny_shapes_train.1@25", "tiny_shapes_train.1@25-unlabeled", out_dir, max_iter=max_iter,
-        **EVERY_DETECTION_IS_A_PSEUDO_BOX,
-        **{"SOLVER.IMS_PER_BATCH_LABELED": "2", "SOLVER.IMS_PER_BATCH_UNLABELED": "4",
-           "TEST.EVAL_PERIOD": "0", "SEMI.EVAL_MODELS": "()", "SEMI.EMA_MOMENTUM": "0.9"},
-        # no score is above 1: rank 1's teacher gives no pseudo-box
-        **({"SEMI.PSEUDO_SCORE_THRESH": "1.0"} if no_boxes_on_rank1 and comm.get_rank() == 1 else {}),
-    )
+    overrides = {**EVERY_DETECTION_IS_A_PSEUDO_BOX, "SOLVER.IMS_PER_BATCH_LABELED": "2",
+                 "SOLVER.IMS_PER_BATCH_UNLABELED": "4", "TEST.EVAL_PERIOD": "0", "SEMI.EVAL_MODELS": "()",
+                 "SEMI.EMA_MOMENTUM": "0.9"}
+    if no_boxes_on_rank1 and comm.get_rank() == 1:
+        overrides["SEMI.PSEUDO_SCORE_THRESH"] = "1.0"  # no score is above 1: no pseudo-box on rank 1
+    cfg = soft_teacher_cfg("tiny_shapes_train.1@25", "tiny_shapes_train.1@25-unlabeled", out_dir, max_iter=max_iter,
+                           **overrides)
     trainer = SoftTeacherTrainer(cfg)
     if nan_on_rank1 and comm.get_rank() == 1:
         make_loss_non_finite(trainer, "loss_cls", iteration=1)

@@ -154,9 +154,10 @@ def test_roi_sampling_under_a_small_budget_spends_none_of_it_on_an_ignored_regio
 def test_a_proposal_on_both_a_pseudo_box_and_an_ignored_region_stays_a_foreground_sample(tiny_semi, tmp_path):
     cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **{"MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": "512"})
     heads = build_model(cfg).roi_heads
-    kept, ignored = [0.0, 0.0, 20.0, 20.0], [2.0, 0.0, 22.0, 20.0]
-    both = [2.0, 0.0, 21.0, 20.0]  # IoU 0.857 with the pseudo-box, 0.95 with the ignored region
-    only_ignored = [8.0, 0.0, 28.0, 20.0]  # IoU 0.43 with the pseudo-box, 0.54 with the region
+    # the region overlaps the pseudo-box by 0.43 (by 0.5 or more it would be the same object)
+    kept, ignored = [0.0, 0.0, 20.0, 20.0], [8.0, 0.0, 28.0, 20.0]
+    both = [5.0, 0.0, 24.0, 20.0]  # IoU 0.625 with the pseudo-box, 0.696 with the ignored region
+    only_ignored = [12.0, 0.0, 30.0, 20.0]  # IoU 0.27 with the pseudo-box, 0.727 with the region
     proposals = Instances((64, 64))
     proposals.proposal_boxes = Boxes(torch.tensor([both, only_ignored]))
     proposals.objectness_logits = torch.zeros(2)

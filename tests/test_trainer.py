@@ -56,9 +56,9 @@ def test_the_student_learns_only_from_teacher_boxes_mapped_into_its_view(tiny_se
     seen = {}
     original = student.roi_heads.unsupervised_losses
 
-    def spy(features, proposals, cls_targets, reg_targets, background_probs):
+    def spy(features, proposals, cls_targets, reg_targets, background_probs, statistics):
         seen.update(cls=cls_targets, reg=reg_targets)
-        return original(features, proposals, cls_targets, reg_targets, background_probs)
+        return original(features, proposals, cls_targets, reg_targets, background_probs, statistics)
 
     student.roi_heads.unsupervised_losses = spy
     with EventStorage(0):

@@ -117,8 +117,8 @@ class SoftTeacherStep(SimpleTrainer):
         else:
             losses.backward()
         self.after_backward()
-        self._write_metrics(loss_dict, data_time)
-        if self._logging_step():
+        if self._logging_step():  # the losses and statistics are read from the device here only
+            self.write_metrics(loss_dict, data_time, self.iter)
             storage.put_scalars(**self.statistics.read(), smoothing_hint=False)
         if self.grad_scaler is not None:
             self.grad_scaler.step(self.optimizer)
