@@ -15,21 +15,22 @@ from test_trainer import one_batch, student_and_labeler
 from softteacher import SoftTeacherTrainer
 from softteacher.modeling import IGNORE
 from softteacher.modeling.pseudo_label_stats import as_scalars
-from softteacher.modeling.pseudo_label_thresholds import box_targets, with_ignored
+from softteacher.modeling.pseudo_label_thresholds import box_targets, ignored_regions, with_ignored
 
 from conftest import soft_teacher_cfg
 
 PLUS_RPN = {"MODEL.PROPOSAL_GENERATOR.NAME": "PseudoLabelRPN"}
 
 
-def test_uncertain_boxes_join_the_targets_as_ignored_unless_they_are_a_kept_object():
-    kept = box_targets(torch.tensor([[0.0, 0.0, 10.0, 10.0]]), torch.tensor([2]), (64, 64))
-    uncertain = torch.tensor([[1.0, 1.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]])  # IoU 0.81 with kept; 0
-    out = with_ignored(kept, uncertain)
-    assert out.gt_classes.tolist() == [2, IGNORE]
-    assert out.gt_boxes.tensor.tolist() == [[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]]
-    empty = box_targets(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), (64, 64))
-    assert with_ignored(empty, uncertain).gt_classes.tolist() == [IGNORE, IGNORE]
+def test_uncertain_boxes_are_ignored_regions_unless_they_are_a_kept_object():
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]])
+    kept = torch.tensor([True, False, False])
+    uncertain = torch.tensor([False, True, True])  # the first overlaps the kept box by 0.81, the second by 0
+    assert ignored_regions(boxes, kept, uncertain).tolist() == [False, False, True]
+    assert ignored_regions(boxes, torch.zeros(3, dtype=torch.bool), uncertain).tolist() == [False, True, True]
+    targets = with_ignored(box_targets(boxes[:1], torch.tensor([2]), (64, 64)), boxes[2:])
+    assert targets.gt_classes.tolist() == [2, IGNORE]
+    assert targets.gt_boxes.tensor.tolist() == [[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]]
 
 
 FLIP_AND_HALVE = np.array([[-0.5, 0.0, 32.0], [0.0, 0.5, 0.0], [0.0, 0.0, 1.0]])  # 64 px weak -> 32 px strong

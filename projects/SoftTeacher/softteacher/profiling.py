@@ -5,7 +5,7 @@ Counted with torch's own dispatch machinery (``TorchDispatchMode``), so the coun
 a CPU and on a GPU for the same code. A host synchronisation is an operator whose result the host
 must read before it can go on: a value (``.item()``, ``.tolist()``, ``int()``, ``bool()``), or an
 output whose size depends on the data (``nonzero``, boolean-mask indexing, ``masked_select``,
-``unique``, ``repeat_interleave`` with tensor repeats, NMS), or a copy to the host (``.cpu()``,
+``unique``, ``repeat_interleave`` with tensor repeats and no output size, NMS), or a copy to the host (``.cpu()``,
 ``.tolist()``, ``.numpy()``, ``.to("cpu")``). Copies are no operator on a CPU tensor, so they are
 caught one level up (``TorchFunctionMode``), every call counted: on a GPU some of those tensors
 may already be on the host, so this part is an upper bound.
@@ -21,7 +21,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 _VALUE_READS = {"aten::_local_scalar_dense", "aten::equal", "aten::is_nonzero"}
 _DATA_DEPENDENT_SIZE = {
     "aten::nonzero", "aten::nonzero_static", "aten::masked_select", "aten::_unique", "aten::_unique2",
-    "aten::unique_dim", "aten::unique_consecutive", "aten::repeat_interleave", "torchvision::nms",
+    "aten::unique_dim", "aten::unique_consecutive", "torchvision::nms",
 }
 
 
@@ -29,10 +29,12 @@ def _is_mask(value):
     return isinstance(value, torch.Tensor) and value.dtype in (torch.bool, torch.uint8)
 
 
-def is_host_sync(op_name, args):
+def is_host_sync(op_name, args, kwargs=None):
     """Whether an operator (its ``torch.ops`` name) with these arguments makes the host wait."""
     if op_name in _VALUE_READS or op_name in _DATA_DEPENDENT_SIZE:
         return True
+    if op_name == "aten::repeat_interleave":  # with tensor repeats, unless told the output size
+        return (kwargs or {}).get("output_size") is None
     if op_name in ("aten::index", "aten::index_put", "aten::index_put_", "aten::_index_put_impl_"):
         indices = args[1] if len(args) > 1 else ()
         return any(_is_mask(i) for i in indices if i is not None)
@@ -54,7 +56,7 @@ class DispatchCounter(TorchDispatchMode):
         name = func._schema.name
         self.ops += 1
         self.by_op[name] += 1
-        if is_host_sync(name, args):
+        if is_host_sync(name, args, kwargs):
             self.host_syncs += 1
             self.syncs_by_op[name] += 1
         return func(*args, **(kwargs or {}))

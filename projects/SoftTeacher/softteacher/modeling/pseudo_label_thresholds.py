@@ -32,15 +32,17 @@ def box_targets(boxes, classes, image_size):
     return targets
 
 
-def with_ignored(targets, uncertain_boxes, same_object_iou=0.5):
-    """``targets`` plus the uncertain boxes that do not overlap one of its boxes by
-    ``same_object_iou``, as class ``IGNORE``."""
-    if len(uncertain_boxes) == 0:
-        return targets
-    if len(targets):
-        overlap = pairwise_iou(Boxes(uncertain_boxes), targets.gt_boxes).max(dim=1).values
-        uncertain_boxes = uncertain_boxes[overlap < same_object_iou]
-    ignored = box_targets(uncertain_boxes, targets.gt_classes.new_full((len(uncertain_boxes),), IGNORE),
+def ignored_regions(boxes, kept, uncertain, same_object_iou=0.5):
+    """Which of one image's boxes are ignored regions: the ``uncertain`` ones that do not overlap a
+    ``kept`` one by ``same_object_iou`` (then they are the same object). Masks in, mask out, all on
+    the device."""
+    same_object = (pairwise_iou(Boxes(boxes), Boxes(boxes)) >= same_object_iou) & kept[None, :]
+    return uncertain & ~same_object.any(dim=1)
+
+
+def with_ignored(targets, ignored_boxes):
+    """``targets`` followed by ``ignored_boxes`` as class ``IGNORE``."""
+    ignored = box_targets(ignored_boxes, targets.gt_classes.new_full((len(ignored_boxes),), IGNORE),
                           targets.image_size)
     return Instances.cat([targets, ignored])
 

@@ -23,7 +23,7 @@ from detectron2.structures import Boxes
 from ..structures import map_boxes, turned
 from .box_jitter import jitter_uncertainty
 from .pseudo_label_stats import pseudo_label_statistics
-from .pseudo_label_thresholds import BRANCHES, PseudoLabelThresholds, box_targets, with_ignored
+from .pseudo_label_thresholds import BRANCHES, PseudoLabelThresholds, box_targets, ignored_regions, with_ignored
 
 
 @contextlib.contextmanager
@@ -69,7 +69,21 @@ class TeacherBoxHead:
 
 def _image_index(counts, device):
     """The image each box of a concatenation belongs to, from the per-image box counts."""
-    return torch.repeat_interleave(torch.arange(len(counts), device=device), torch.as_tensor(counts, device=device))
+    return torch.repeat_interleave(torch.arange(len(counts), device=device), torch.as_tensor(counts, device=device),
+                                   output_size=sum(counts))
+
+
+def where_per_group(masks):
+    """Per (N_i,) mask of a list, the long indices where it is true, with two host
+    synchronisations for the whole list (one ``nonzero``, one read of the counts) instead of one
+    per mask and field."""
+    counts = [len(m) for m in masks]
+    device = masks[0].device if masks else "cpu"
+    flat = cat([m.reshape(-1) for m in masks]).nonzero().squeeze(1) if masks else torch.zeros(0, dtype=torch.long)
+    group = _image_index(counts, device)[flat]
+    found = torch.bincount(group, minlength=len(masks)).tolist()
+    offsets = torch.tensor([0, *counts[:-1]], device=device).cumsum(0) if masks else []
+    return [part - offset for part, offset in zip(flat.split(found), offsets)]
 
 
 class PseudoLabeler:
@@ -139,16 +153,18 @@ class PseudoLabeler:
             self.thresholds.adaptive_scores.update(
                 cat([d.scores for d in detections]), cat([d.pred_classes for d in detections])
             )
-        detections = [d[d.scores > self.thresholds.lowest_score] for d in detections]
+        lowest = self.thresholds.lowest_score
+        detections = [d[i] for d, i in zip(detections, where_per_group([d.scores > lowest for d in detections]))]
         pseudo_boxes = self.thresholds.mark_score_branches(detections)
         if self.box_jitter:
             # only pseudo-boxes are jittered; ignored-only detections keep an infinite uncertainty
+            jittered = where_per_group(pseudo_boxes)
             uncertainties = jitter_uncertainty(
-                head.refine, [d.pred_boxes.tensor[j] for d, j in zip(detections, pseudo_boxes)],
-                [d.pred_classes[j] for d, j in zip(detections, pseudo_boxes)], self.jitter_times, self.jitter_scale,
+                head.refine, [d.pred_boxes.tensor[j] for d, j in zip(detections, jittered)],
+                [d.pred_classes[j] for d, j in zip(detections, jittered)], self.jitter_times, self.jitter_scale,
             )
-            for d, j, u in zip(detections, pseudo_boxes, uncertainties):
-                d.uncertainty = u.new_full((len(d),), float("inf"))
+            for d, j, u in zip(detections, jittered, uncertainties):
+                d.uncertainty = d.scores.new_full((len(d),), float("inf"), dtype=u.dtype)
                 d.uncertainty[j] = u
             self.thresholds.mark_regression(detections, pseudo_boxes, adapt=adapt)
         return detections, head
@@ -189,19 +205,27 @@ class PseudoLabeler:
         if self.box_jitter and self.thresholds.reg_skip_turned_views:  # before the statistics, which count it
             for d, is_turned in zip(detections, turned(weak_to_strong).tolist()):
                 d.keep_reg = d.keep_reg & (not is_turned)
-        targets = {}
-        boxes_per_image = strong_boxes.split(counts)
+        boxes_per_image, visible_per_image = strong_boxes.split(counts), visible.split(counts)
+        masks = {}  # (branch, "kept" or "ignored") -> one mask per image
         for branch in self.branches:
-            keep = cat([d.get(f"keep_{branch}") for d in detections]) & visible
-            targets[branch] = [
-                box_targets(b[k], d.pred_classes[k], tuple(u["strong"]["image"].shape[1:]))
-                for b, k, d, u in zip(boxes_per_image, keep.split(counts), detections, unlabeled)
-            ]
+            masks[branch, "kept"] = [d.get(f"keep_{branch}") & v for d, v in zip(detections, visible_per_image)]
             if self.thresholds.ignore_uncertain and branch != "reg":
-                uncertain = (visible & ~keep).split(counts)
-                targets[branch] = [
-                    with_ignored(t, b[u]) for t, b, u in zip(targets[branch], boxes_per_image, uncertain)
+                masks[branch, "ignored"] = [
+                    ignored_regions(b, k, v & ~k)
+                    for b, k, v in zip(boxes_per_image, masks[branch, "kept"], visible_per_image)
                 ]
+        # every selection of every branch and image at once: two host synchronisations
+        selected = iter(where_per_group([m for image_masks in masks.values() for m in image_masks]))
+        selected = {key: [next(selected) for _ in image_masks] for key, image_masks in masks.items()}
+        targets = {}
+        for branch in self.branches:
+            targets[branch] = [
+                box_targets(b[i], d.pred_classes[i], tuple(u["strong"]["image"].shape[1:]))
+                for b, i, d, u in zip(boxes_per_image, selected[branch, "kept"], detections, unlabeled)
+            ]
+            if (branch, "ignored") in selected:
+                ignored = selected[branch, "ignored"]
+                targets[branch] = [with_ignored(t, b[i]) for t, b, i in zip(targets[branch], boxes_per_image, ignored)]
         strong_to_weak = torch.linalg.inv(weak_to_strong)
         weak_sizes = torch.as_tensor(head.image_sizes, device=boxes.device, dtype=torch.float64)
 
