@@ -16,8 +16,10 @@ def test_counts_operators_and_each_kind_of_host_synchronisation():
         torch.repeat_interleave(torch.arange(2), torch.tensor([1, 2]), output_size=3)  # told the size: none
         x.tolist()                         # a copy to the host: 1 sync
         x.cpu()                            # 1 sync (counted on a CPU tensor too)
-    assert counts.host_syncs == 5
+        x.to(torch.device("cpu"))          # the model's device, here the CPU: not counted
+        x.to("cpu")                        # the host, named: 1 sync
+    assert counts.host_syncs == 6
     assert counts.syncs_by_op == {"aten::_local_scalar_dense": 1, "aten::index": 1, "aten::repeat_interleave": 1,
-                                  "Tensor.tolist": 1, "Tensor.cpu": 1}
+                                  "Tensor.tolist": 1, "Tensor.cpu": 1, "Tensor.to": 1}
     assert counts.by_op["aten::mul"] == 1 and counts.by_op["aten::add"] == 1 and counts.by_op["aten::index"] == 2
     assert counts.ops == sum(counts.by_op.values())

@@ -210,10 +210,10 @@ def test_jitter_filter_iou_compares_passing_and_rejected_boxes_with_the_ground_t
     assert no_objects == {"semi/jitter_iou_passing": 0.0, "semi/jitter_iou_rejected": 0.0}
 
 
-def test_period_scalars_pool_each_statistic_over_the_period_and_read_once():
-    from softteacher.engine.step import PeriodScalars
+def test_device_scalars_pool_each_statistic_over_what_was_added_and_read_once():
+    from softteacher.engine.step import DeviceScalars
 
-    period = PeriodScalars()
+    period = DeviceScalars()
     period.add({"semi/precision_cls": (torch.tensor(3), torch.tensor(4)),
                 "semi/bg_weight_mean": (torch.tensor(0.0), 0)})
     period.add({"semi/precision_cls": (torch.tensor(1), torch.tensor(4)), "semi/reg_uncertainty_thresh": (0.03, 1)})

@@ -104,8 +104,8 @@ def add_softteacher_config(cfg):
     # drawn to tensorboard and OUTPUT_DIR/pseudo_labels/ (0: never)
     cfg.SEMI.VIS_PERIOD = 5000
     cfg.SEMI.VIS_IMAGES = 4
-    # losses and pseudo-label statistics are read from the device and written every this many
-    # iterations (means over the period); detectron2's writers use 20
+    # losses and pseudo-label statistics are computed for the log, read from the device and written
+    # on one iteration in this many (and the last); detectron2's writers use 20
     cfg.SEMI.LOG_PERIOD = 20
 
     # colour op magnitudes, drawn from this inclusive range out of 10 (labeled and strong views)

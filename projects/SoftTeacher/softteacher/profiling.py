@@ -6,9 +6,10 @@ a CPU and on a GPU for the same code. A host synchronisation is an operator whos
 must read before it can go on: a value (``.item()``, ``.tolist()``, ``int()``, ``bool()``), or an
 output whose size depends on the data (``nonzero``, boolean-mask indexing, ``masked_select``,
 ``unique``, ``repeat_interleave`` with tensor repeats and no output size, NMS), or a copy to the host (``.cpu()``,
-``.tolist()``, ``.numpy()``, ``.to("cpu")``). Copies are no operator on a CPU tensor, so they are
-caught one level up (``TorchFunctionMode``), every call counted: on a GPU some of those tensors
-may already be on the host, so this part is an upper bound.
+``.tolist()``, ``.numpy()``, ``.to("cpu")`` with the host named as a string). Copies are no
+operator on a CPU tensor, so they are caught one level up (``TorchFunctionMode``), every call
+counted: on a GPU some of those tensors may already be on the host, so this part is an upper
+bound.
 """
 
 import collections
@@ -73,7 +74,8 @@ class _HostCopyCounter(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
-        to_host = name == "to" and any(str(a) == "cpu" for a in (*args[1:], kwargs.get("device")))
+        # .to("cpu") names the host; .to(device) with the model's device (the CPU on a CPU machine) does not
+        to_host = name == "to" and "cpu" in (*args[1:], kwargs.get("device"))
         if name in _HOST_COPIES or to_host:
             self.counter.host_syncs += 1
             self.counter.syncs_by_op[f"Tensor.{name}"] += 1

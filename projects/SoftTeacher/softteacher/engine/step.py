@@ -44,9 +44,9 @@ def stop_on_non_finite_losses(loss_dict, iteration, output_dir):
         )
 
 
-class PeriodScalars:
-    """Statistics kept on the device as (sum, weight) pairs, added up over a logging period and
-    read back in one transfer: ``read()`` gives {name: sum / weight} of the names with weight."""
+class DeviceScalars:
+    """Statistics kept on the device as (sum, weight) pairs and read back in one transfer:
+    ``read()`` gives {name: sum / weight} of the names with weight, summed over what was added."""
 
     def __init__(self):
         self.pairs = {}
@@ -71,7 +71,8 @@ class SoftTeacherStep(SimpleTrainer):
     """The teacher-student training step, with optional mixed precision.
 
     AMP: float16 with a gradient scaler on CUDA, bfloat16 (no scaler needed) on the CPU. Losses and
-    pseudo-label statistics are read from the device once every ``SEMI.LOG_PERIOD`` iterations.
+    pseudo-label statistics are computed for the log and read from the device on one step in
+    ``SEMI.LOG_PERIOD`` (and the last), as detectron2's ``gather_metric_period`` does for losses.
     """
 
     def __init__(self, model, data_loader, optimizer, pseudo_labeler, cfg, amp=False):
@@ -84,7 +85,7 @@ class SoftTeacherStep(SimpleTrainer):
         self.amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
         self.grad_scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" else None
         self.skipped_images = SkippedImages()
-        self.statistics = PeriodScalars()
+        self.statistics = DeviceScalars()
 
     def run_step(self):
         assert self.model.training, "[SoftTeacherStep] model was changed to eval mode!"
@@ -98,10 +99,10 @@ class SoftTeacherStep(SimpleTrainer):
         skipped = self.skipped_images.update(unlabeled)
         storage.put_scalar("data/skipped_unlabeled_images", skipped, smoothing_hint=False)
         with torch.autocast(self.amp_device, dtype=self.amp_dtype, enabled=self.amp):
-            if alpha > 0:
-                inputs, stats = self.pseudo_labeler(unlabeled)
+            if alpha > 0:  # pseudo-label statistics only on logging steps, as detectron2 its losses
+                inputs, stats = self.pseudo_labeler(unlabeled, statistics=self._logging_step())
                 loss_dict = self.model(labeled, unlabeled=inputs)
-                self.statistics.add({**stats, **inputs["statistics"]})
+                self.statistics.add({**stats, **(inputs["statistics"] or {})})
             else:
                 loss_dict = self.model(labeled)
             loss_dict = {

@@ -2,11 +2,9 @@
 and, where the unlabeled images keep their ground truth (the benchmarks' splits), precision and
 recall per branch and whether box jitter keeps the better-placed boxes.
 
-Every statistic is a pair ``(sum, weight)`` of tensors on the device, never read during the step:
-the trainer adds the pairs of the steps of a logging period and logs sum / weight once
-(:class:`softteacher.engine.step.PeriodScalars`), so that statistics cost no host
-synchronisation. Ratios are pooled over the period (precision = all true positives / all
-pseudo-boxes).
+Every statistic is a pair ``(sum, weight)`` of tensors on the device: the trainer computes them on
+logging steps only and reads all of them in one transfer
+(:class:`softteacher.engine.step.DeviceScalars`), which logs sum / weight.
 """
 
 import torch

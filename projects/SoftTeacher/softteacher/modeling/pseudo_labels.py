@@ -181,10 +181,11 @@ class PseudoLabeler:
         return BRANCHES if self.box_jitter else BRANCHES[:2]
 
     @torch.no_grad()
-    def __call__(self, unlabeled):
+    def __call__(self, unlabeled, statistics=True):
         """
         Args:
             unlabeled: mapped weak/strong pairs (see :mod:`softteacher.data.mappers`).
+            statistics: also compute the statistics to log (the trainer asks on logging steps).
         Returns:
             (inputs for ``SemiSupervisedRCNN(..., unlabeled=inputs)``, the statistics to log as
             (sum, weight) pairs: :mod:`.pseudo_label_stats`)
@@ -244,8 +245,10 @@ class PseudoLabeler:
             "cls_targets": targets["cls"],
             "reg_targets": targets.get("reg"),
             "background_probs": background_probs,
-            "statistics": {},
+            "statistics": {} if statistics else None,
         }
+        if not statistics:
+            return inputs, {}
         stats = pseudo_label_statistics(
             self.thresholds, self.branches, self.class_names, unlabeled, detections, targets["cls"]
         )

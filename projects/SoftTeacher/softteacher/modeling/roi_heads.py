@@ -106,7 +106,7 @@ class SoftTeacherROIHeads(StandardROIHeads):
         weights = torch.ones_like(gt_classes, dtype=torch.float32)
         background = gt_classes == self.num_classes
         if self.soft_background_weight:
-            weights[background] = background_probs(samples)[background].float()
+            weights = torch.where(background, background_probs(samples).float(), weights)
         if statistics is not None:
             statistics["semi/bg_weight_mean"] = ((weights * background).sum(), background.sum())
         losses = {"loss_cls": self.box_predictor.weighted_cls_loss(scores, gt_classes, weights)}
