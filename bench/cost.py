@@ -149,8 +149,8 @@ def timed_soft_teacher_step(cfg, student, labeler, optimizer, batches, clock, am
     optimizer.step = clock.wrap("optimizer_step", optimizer.step)
     real_call = type(labeler).__call__
 
-    def labeled_and_scored(unlabeled):  # the background scoring the student calls back
-        inputs, stats = real_call(labeler, unlabeled)
+    def labeled_and_scored(unlabeled, **kwargs):  # the background scoring the student calls back
+        inputs, stats = real_call(labeler, unlabeled, **kwargs)
         inputs["background_probs"] = clock.wrap("teacher_background_scoring", inputs["background_probs"])
         return inputs, stats
 
