@@ -55,12 +55,11 @@ class TeacherBoxHead:
                 torch.arange(len(boxes), device=boxes.device), classes
             ]
         refined = self.roi_heads.box_predictor.box2box_transform.apply_deltas(deltas.float(), boxes)
-        out = []
-        for part, size in zip(refined.split([len(b) for b in boxes_per_image]), self.image_sizes):
-            part = Boxes(part)
-            part.clip(size)
-            out.append(part.tensor)
-        return out
+        counts = [len(b) for b in boxes_per_image]
+        # clipped to each box's image in one clamp (Boxes.clip would read back a finiteness check per image)
+        sizes = torch.as_tensor(self.image_sizes, device=refined.device, dtype=refined.dtype)
+        limits = sizes[_image_index(counts, refined.device)].flip(1).repeat(1, 2)  # (w, h, w, h)
+        return list(torch.minimum(refined.clamp(min=0), limits).split(counts))
 
     def background_probs(self, boxes_per_image):
         scores, _ = self.roi_heads.box_predictions(self.features, [Boxes(b) for b in boxes_per_image])
