@@ -1,8 +1,9 @@
-"""Box geometry shared by the data pipeline and the model: boxes through the affine map between
-two views of an image."""
+"""Shared by the data pipeline and the model: boxes through the affine map between two views of an
+image, and per-image selections from a batch with few host synchronisations."""
 
 import numpy as np
 import torch
+from detectron2.layers import cat
 
 
 def map_boxes(matrix, boxes, height=None, width=None):
@@ -28,3 +29,22 @@ def map_boxes(matrix, boxes, height=None, width=None):
 def turned(matrices, eps=1e-6):
     """Which (N, 3, 3) affine maps rotate or shear (move a box off the axes)."""
     return (matrices[:, 0, 1].abs() > eps) | (matrices[:, 1, 0].abs() > eps)
+
+
+def image_index(counts, device):
+    """The image each box of a concatenation belongs to, from the per-image box counts."""
+    return torch.repeat_interleave(torch.arange(len(counts), device=device), torch.as_tensor(counts, device=device),
+                                   output_size=sum(counts))
+
+
+def where_per_group(masks):
+    """Per (N_i,) mask of a list, the long indices where it is true, with two host
+    synchronisations for the whole list (one ``nonzero``, one read of the counts) instead of one
+    per mask and field."""
+    counts = [len(m) for m in masks]
+    device = masks[0].device if masks else "cpu"
+    flat = cat([m.reshape(-1) for m in masks]).nonzero().squeeze(1) if masks else torch.zeros(0, dtype=torch.long)
+    group = image_index(counts, device)[flat]
+    found = torch.bincount(group, minlength=len(masks)).tolist()
+    offsets = torch.tensor([0, *counts[:-1]], device=device).cumsum(0) if masks else []
+    return [part - offset for part, offset in zip(flat.split(found), offsets)]

@@ -20,7 +20,7 @@ from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.structures import Boxes
 
-from ..structures import map_boxes, turned
+from ..structures import image_index, map_boxes, turned, where_per_group
 from .box_jitter import jitter_uncertainty
 from .pseudo_label_stats import pseudo_label_statistics
 from .pseudo_label_thresholds import BRANCHES, PseudoLabelThresholds, box_targets, ignored_regions, with_ignored
@@ -58,31 +58,12 @@ class TeacherBoxHead:
         counts = [len(b) for b in boxes_per_image]
         # clipped to each box's image in one clamp (Boxes.clip would read back a finiteness check per image)
         sizes = torch.as_tensor(self.image_sizes, device=refined.device, dtype=refined.dtype)
-        limits = sizes[_image_index(counts, refined.device)].flip(1).repeat(1, 2)  # (w, h, w, h)
+        limits = sizes[image_index(counts, refined.device)].flip(1).repeat(1, 2)  # (w, h, w, h)
         return list(torch.minimum(refined.clamp(min=0), limits).split(counts))
 
     def background_probs(self, boxes_per_image):
         scores, _ = self.roi_heads.box_predictions(self.features, [Boxes(b) for b in boxes_per_image])
         return F.softmax(scores.float(), dim=-1)[:, -1]
-
-
-def _image_index(counts, device):
-    """The image each box of a concatenation belongs to, from the per-image box counts."""
-    return torch.repeat_interleave(torch.arange(len(counts), device=device), torch.as_tensor(counts, device=device),
-                                   output_size=sum(counts))
-
-
-def where_per_group(masks):
-    """Per (N_i,) mask of a list, the long indices where it is true, with two host
-    synchronisations for the whole list (one ``nonzero``, one read of the counts) instead of one
-    per mask and field."""
-    counts = [len(m) for m in masks]
-    device = masks[0].device if masks else "cpu"
-    flat = cat([m.reshape(-1) for m in masks]).nonzero().squeeze(1) if masks else torch.zeros(0, dtype=torch.long)
-    group = _image_index(counts, device)[flat]
-    found = torch.bincount(group, minlength=len(masks)).tolist()
-    offsets = torch.tensor([0, *counts[:-1]], device=device).cumsum(0) if masks else []
-    return [part - offset for part, offset in zip(flat.split(found), offsets)]
 
 
 class PseudoLabeler:
@@ -192,15 +173,15 @@ class PseudoLabeler:
         detections, head = self.label([u["weak"] for u in unlabeled], adapt=True)
         boxes = cat([d.pred_boxes.tensor for d in detections])
         counts = [len(d) for d in detections]
-        image_index = _image_index(counts, boxes.device)
+        box_image = image_index(counts, boxes.device)
         weak_to_strong = torch.as_tensor(
             np.stack([u["weak_to_strong"] for u in unlabeled]), device=boxes.device
         )
         strong_sizes = torch.as_tensor(
             [u["strong"]["image"].shape[1:] for u in unlabeled], device=boxes.device, dtype=torch.float64
         )
-        heights, widths = strong_sizes[image_index].unbind(1)
-        strong_boxes = map_boxes(weak_to_strong[image_index], boxes.double(), heights, widths).float()
+        heights, widths = strong_sizes[box_image].unbind(1)
+        strong_boxes = map_boxes(weak_to_strong[box_image], boxes.double(), heights, widths).float()
         visible = (strong_boxes[:, 2] > strong_boxes[:, 0]) & (strong_boxes[:, 3] > strong_boxes[:, 1])
         if self.box_jitter and self.thresholds.reg_skip_turned_views:  # before the statistics, which count it
             for d, is_turned in zip(detections, turned(weak_to_strong).tolist()):
@@ -233,7 +214,7 @@ class PseudoLabeler:
             """Teacher background probability of the student's sampled (strong-view) boxes."""
             sample_boxes = cat([s.proposal_boxes.tensor for s in samples])
             sample_counts = [len(s) for s in samples]
-            index = _image_index(sample_counts, boxes.device)
+            index = image_index(sample_counts, boxes.device)
             heights, widths = weak_sizes[index].unbind(1)
             weak_boxes = map_boxes(strong_to_weak[index], sample_boxes.double(), heights, widths).float()
             return head.background_probs(weak_boxes.split(sample_counts))

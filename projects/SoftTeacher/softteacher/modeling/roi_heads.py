@@ -16,6 +16,7 @@ from detectron2.layers import cat
 from detectron2.modeling import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 
+from ..structures import where_per_group
 from .rpn import IGNORE
 
 
@@ -115,9 +116,13 @@ class SoftTeacherROIHeads(StandardROIHeads):
         return losses
 
     def _pseudo_box_regression_loss(self, features, proposals, reg_targets):
+        # A sampling of its own, as the original code does: the regression targets (low jitter
+        # uncertainty) are another set of boxes than the classification ones (score > 0.9), so the
+        # classification sample's matches and foreground/background split do not serve here.
         samples = self.label_and_sample_proposals(proposals, reg_targets)
         num_samples = sum(len(p) for p in samples)
-        foreground = [p[(p.gt_classes >= 0) & (p.gt_classes < self.num_classes)] for p in samples]
+        foreground = where_per_group([(p.gt_classes >= 0) & (p.gt_classes < self.num_classes) for p in samples])
+        foreground = [p[i] for p, i in zip(samples, foreground)]
         num_foreground = sum(len(p) for p in foreground)
         _, deltas = self.box_predictions(features, [p.proposal_boxes for p in foreground])
         gt_boxes = [p.gt_boxes.tensor if p.has("gt_boxes") else p.proposal_boxes.tensor for p in foreground]
