@@ -17,7 +17,9 @@ capped at ``--pseudo-boxes`` (COCO images hold about 7 objects); the optimizer r
 learning rate of the schedule's first iterations (the warm-up's). Then, after warm-up steps, it
 times Soft Teacher steps part by part against the unavoidable work (as ``bench/cost.py``), and
 the supervised twin's step (``configs/COCO-Supervised/supervised_R_50_FPN_10pct_180k.yaml``, 1
-image). Records seconds by part, images/s, peak memory, pseudo-boxes per image.
+image). Records seconds by part, images/s, peak memory, pseudo-boxes per image, and the operators
+and host synchronisations of a step (``counts``, as ``bench/cost.py``; ``--count-only`` adds just
+those to an existing result file).
 """
 
 import argparse
@@ -131,11 +133,14 @@ def main():
     parser.add_argument("--output", default=os.path.join(REPO, "bench", "results", "coco_scale.json"))
     parser.add_argument("--count-steps", type=int, default=1, help="steps whose operators and syncs are counted")
     parser.add_argument("--counts-as", default="after", help="the key under ``counts``; other keys are kept")
+    parser.add_argument("--count-only", action="store_true",
+                        help="only count (no timing): one step on one batch, into the existing result file")
     args = parser.parse_args()
     torch.manual_seed(0)
     prepare_data(args.num_train)
     # the supervised twin first: on the CPU, peak memory is the process's maximum so far
-    supervised = supervised_steps(args.device, args.steps, args.warmup, args.amp, args.labeled)
+    supervised = None if args.count_only else supervised_steps(args.device, args.steps, args.warmup, args.amp,
+                                                                args.labeled)
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
 
@@ -157,6 +162,15 @@ def main():
     teacher.load_state_dict(student.state_dict())
     optimizer = first_steps_optimizer(cfg, student)
     labeler = PseudoLabeler(cfg, teacher)
+    if args.count_only:
+        with open(args.output) as f:
+            result = json.load(f)
+        result.setdefault("counts", {})[args.counts_as] = {
+            **count_per_step(cfg, student, labeler, optimizer, batches[:1], args.amp),
+            "command": "python bench/coco_scale.py " + " ".join(sys.argv[1:]),
+        }
+        write_result(args.output, result)
+        return
     timing = time_steps(cfg, student, labeler, optimizer, batches, args.warmup, args.amp, device)
     semi_peak = peak_memory_mb(device)
     counts = {}
