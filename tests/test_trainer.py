@@ -365,4 +365,4 @@ def test_the_step_trains_to_the_same_losses_as_before_its_host_synchronisations_
     assert [sorted(step) for step in got] == [sorted(step) for step in expected]
     for step_got, step_expected in zip(got, expected):
         for name, value in step_expected.items():
-            assert step_got[name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
+            assert step_got[name] == pytest.approx(value, rel=1e-3, abs=1e-4), name
