@@ -4,6 +4,17 @@ import json
 import os
 
 
+def counts_with(path, key, counts):
+    """The ``counts`` block of the result file at ``path`` (empty if none), with ``key`` set to
+    ``counts``: counts measured under other keys (e.g. before a change) stay."""
+    merged = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            merged = json.load(f).get("counts", {})
+    merged[key] = counts
+    return merged
+
+
 def write_result(path, result):
     """Write a benchmark's result dict as json (creating its folder) and print it."""
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -35,7 +35,7 @@ DATA_ROOT = os.path.join(REPO, "output", "bench", "coco_scale", "datasets")
 os.environ.setdefault("DETECTRON2_DATASETS", DATA_ROOT)  # read by detectron2 at import
 
 import torch  # noqa: E402
-from bench_common import write_result  # noqa: E402
+from bench_common import counts_with, write_result  # noqa: E402
 from cost import Clock, autocast, count_per_step, peak_memory_mb, time_steps  # noqa: E402
 from detectron2.data import build_detection_train_loader  # noqa: E402
 from detectron2.engine import DefaultTrainer  # noqa: E402
@@ -162,23 +162,18 @@ def main():
     teacher.load_state_dict(student.state_dict())
     optimizer = first_steps_optimizer(cfg, student)
     labeler = PseudoLabeler(cfg, teacher)
+    command = "python bench/coco_scale.py " + " ".join(sys.argv[1:])
     if args.count_only:
         with open(args.output) as f:
             result = json.load(f)
-        result.setdefault("counts", {})[args.counts_as] = {
-            **count_per_step(cfg, student, labeler, optimizer, batches[:1], args.amp),
-            "command": "python bench/coco_scale.py " + " ".join(sys.argv[1:]),
-        }
+        counts = count_per_step(cfg, student, labeler, optimizer, batches[:1], args.amp)
+        result["counts"] = counts_with(args.output, args.counts_as, {**counts, "command": command})
         write_result(args.output, result)
         return
     timing = time_steps(cfg, student, labeler, optimizer, batches, args.warmup, args.amp, device)
     semi_peak = peak_memory_mb(device)
-    counts = {}
-    if os.path.exists(args.output):  # counts measured under other keys (e.g. before a change) stay
-        with open(args.output) as f:
-            counts = json.load(f).get("counts", {})
-    counts[args.counts_as] = count_per_step(cfg, student, labeler, optimizer, batches[-args.count_steps:], args.amp)
-    counts[args.counts_as]["command"] = "python bench/coco_scale.py " + " ".join(sys.argv[1:])
+    counts = count_per_step(cfg, student, labeler, optimizer, batches[-args.count_steps:], args.amp)
+    counts = counts_with(args.output, args.counts_as, {**counts, "command": command})
 
     step = timing["step_s"]
     images = len(batches[0][0]) + len(batches[0][1])
@@ -221,7 +216,7 @@ def main():
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
                    f"{torch.get_num_threads()} threads",
         "date": time.strftime("%Y-%m-%d"),
-        "command": "python bench/coco_scale.py " + " ".join(sys.argv[1:]),
+        "command": command,
     }
     write_result(args.output, result)
 

@@ -30,7 +30,6 @@ import argparse
 import collections
 import contextlib
 import itertools
-import json
 import os
 import platform
 import resource
@@ -39,7 +38,7 @@ import sys
 import time
 
 import torch
-from bench_common import write_result
+from bench_common import counts_with, write_result
 from detectron2.data import build_detection_test_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer
 from detectron2.modeling import build_model
@@ -338,13 +337,8 @@ def main():
         "command": "python bench/cost.py " + " ".join(sys.argv[1:]),
     }
     result["met"] = {k: result[k] <= v for k, v in TARGETS.items()}
-    counts = {}
-    if os.path.exists(args.output):  # counts measured under other keys (e.g. before a change) stay
-        with open(args.output) as f:
-            counts = json.load(f).get("counts", {})
-    counts[args.counts_as] = count_per_step(cfg, student, labeler, optimizer, batches[-args.count_steps:], args.amp)
-    counts[args.counts_as]["command"] = result["command"]
-    result["counts"] = counts
+    counts = count_per_step(cfg, student, labeler, optimizer, batches[-args.count_steps:], args.amp)
+    result["counts"] = counts_with(args.output, args.counts_as, {**counts, "command": result["command"]})
     write_result(args.output, result)
 
 

@@ -1,6 +1,8 @@
 """Shared by the data pipeline and the model: boxes through the affine map between two views of an
 image, and per-image selections from a batch with few host synchronisations."""
 
+import itertools
+
 import numpy as np
 import torch
 from detectron2.layers import cat
@@ -41,10 +43,10 @@ def where_per_group(masks):
     """Per (N_i,) mask of a list, the long indices where it is true, with two host
     synchronisations for the whole list (one ``nonzero``, one read of the counts) instead of one
     per mask and field."""
+    if not masks:
+        return []
     counts = [len(m) for m in masks]
-    device = masks[0].device if masks else "cpu"
-    flat = cat([m.reshape(-1) for m in masks]).nonzero().squeeze(1) if masks else torch.zeros(0, dtype=torch.long)
-    group = image_index(counts, device)[flat]
-    found = torch.bincount(group, minlength=len(masks)).tolist()
-    offsets = torch.tensor([0, *counts[:-1]], device=device).cumsum(0) if masks else []
+    flat = cat([m.reshape(-1) for m in masks]).nonzero().squeeze(1)
+    found = torch.bincount(image_index(counts, flat.device)[flat], minlength=len(masks)).tolist()
+    offsets = itertools.accumulate([0, *counts[:-1]])
     return [part - offset for part, offset in zip(flat.split(found), offsets)]
