@@ -11,8 +11,9 @@ on 10 % + the other 90 % unlabeled, its ablations (hard background, no box jitte
 "plus, no box jitter" recipe (uncertain detections ignored, no unlabeled regression) and its
 variants, and the adaptive box jitter variants. Every run is ``train_net.py`` in its own process
 under ``output/bench/quality/<dataset>/<arm>_seed<seed>``; a finished run is read back, not
-repeated, so an interrupted benchmark continues. ``--parallel N`` trains N runs at once (on 2
-cores, 1). Trailing KEY VALUE pairs go to every run (e.g. ``SOLVER.MAX_ITER 400``).
+repeated, so an interrupted benchmark continues; runs already recorded in the result file and
+absent from the work dir (another machine's) stay in it. ``--parallel N`` trains N runs at once
+(on 2 cores, 1). Trailing KEY VALUE pairs go to every run (e.g. ``SOLVER.MAX_ITER 400``).
 
 Writes ``bench/results/quality.json``: per dataset (``datasets.<name>``) every arm's teacher and
 student AP/AP50/AP75 per seed with mean and spread, ``gap_closed`` ((soft_teacher - supervised_10pct)
@@ -70,6 +71,10 @@ ARMS = {
                              PLUS_CONFIG, ["SEMI.BURN_IN_ITERS", "1600"]),
     f"{PLUS}_ema_during_burn_in": (f"{PLUS} with a teacher that averages the student during the burn-in too",
                                    PLUS_CONFIG, ["SEMI.EMA_DURING_BURN_IN", "True"]),
+    "soft_teacher_score_0.7": ("soft_teacher with RPN and classification pseudo-boxes above 0.7, not 0.9",
+                               SEMI_CONFIG, ["SEMI.RPN_PSEUDO_THRESH", "0.7", "SEMI.CLS_PSEUDO_THRESH", "0.7"]),
+    "soft_teacher_score_0.5": ("soft_teacher with RPN and classification pseudo-boxes above 0.5, not 0.9",
+                               SEMI_CONFIG, ["SEMI.RPN_PSEUDO_THRESH", "0.5", "SEMI.CLS_PSEUDO_THRESH", "0.5"]),
     "soft_teacher_alpha_0": ("soft_teacher with alpha 0: supervised training with an EMA teacher", SEMI_CONFIG,
                              ["SEMI.UNSUP_WEIGHT", "0.0"]),
     "adaptive_box_jitter": ("soft_teacher with adaptive box jitter: the less uncertain half of the confident "
@@ -132,10 +137,12 @@ def prepare_dataset(dataset):
         ensure_glyphs()
 
 
-def run_arm(dataset, arm, seed, out_root, extra_opts):
-    """Train one arm with one seed (unless already done) and return its final evaluations."""
+def run_arm(dataset, arm, seed, out_root, extra_opts, run_name=None):
+    """Train one arm with one seed (unless already done) and return its final evaluations; the run
+    is ``<run_name or arm>_seed<seed>`` under ``out_root``."""
     opts = ARMS[arm][2]
-    out_dir = os.path.join(out_root, f"{arm}_seed{seed}")
+    run_name = run_name or arm
+    out_dir = os.path.join(out_root, f"{run_name}_seed{seed}")
     done = os.path.join(out_dir, "quality_run.json")
     if os.path.exists(done):
         with open(done) as f:
@@ -146,9 +153,9 @@ def run_arm(dataset, arm, seed, out_root, extra_opts):
     # the supervised twins evaluate as often as Soft Teacher does, for the curves
     if arm in SUPERVISED and "TEST.EVAL_PERIOD" not in extra_opts:
         cmd += ["TEST.EVAL_PERIOD", str(semi_eval_period(dataset))]
-    print(f"[quality] {dataset} arm {arm} seed {seed}: {' '.join(cmd[1:])}", flush=True)
+    print(f"[quality] {dataset} {run_name} seed {seed}: {' '.join(cmd[1:])}", flush=True)
     start = time.perf_counter()
-    with open(os.path.join(out_root, f"{arm}_seed{seed}.log"), "w") as log:
+    with open(os.path.join(out_root, f"{run_name}_seed{seed}.log"), "w") as log:
         subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
     records = read_metrics(os.path.join(out_dir, "metrics.json"))
     models = ("",) if arm in SUPERVISED else ("teacher", "student")
@@ -192,13 +199,23 @@ def teacher(arms, arm, metric="AP"):
     return arms[arm]["mean"]["teacher"][metric]["mean"] if arm in arms else None
 
 
-def dataset_summary(arms):
-    """gap_closed, gap_closed_plus, ratio and the box jitter gains, where their arms have run."""
+def gap_figures(arms, partial="supervised_10pct", full="supervised_100pct"):
+    """supervised_ratio (partial twin / fully labeled twin), gap_closed (soft_teacher) and
+    gap_closed_plus (plus_no_box_jitter), teacher AP, where their arms have run."""
     out = {}
-    a, b = teacher(arms, "supervised_10pct"), teacher(arms, "supervised_100pct")
+    a, b = teacher(arms, partial), teacher(arms, full)
+    if a is not None and b:
+        out["supervised_ratio"] = round(a / b, 4)
     for key, arm in (("gap_closed", "soft_teacher"), ("gap_closed_plus", PLUS)):
         if a is not None and b is not None and b != a and arm in arms:
             out[key] = round((teacher(arms, arm) - a) / (b - a), 4)
+    return out
+
+
+def dataset_summary(arms):
+    """gap_closed, gap_closed_plus, ratio and the box jitter gains, where their arms have run."""
+    out = {k: v for k, v in gap_figures(arms).items() if k != "supervised_ratio"}
+    a = teacher(arms, "supervised_10pct")
     if a is not None and "soft_teacher" in arms:
         out["ratio"] = round(teacher(arms, "soft_teacher") / a, 4)
     gains = (("jitter_gain_ap75", ("adaptive_box_jitter_unturned", "soft_teacher_no_box_jitter")),
@@ -218,7 +235,8 @@ def table_lines(arms, summary):
                 value = result["mean"][model][metric]
                 cells.append(f"{value['mean']:.1f}" + (f" ±{value['spread'] / 2:.1f}" if value["spread"] else ""))
         lines.append(f"| {arm} | {result['what']} | " + " | ".join(cells) + f" | {len(result['seeds'])} |")
-    words = {"gap_closed": "gap closed by soft_teacher", "gap_closed_plus": f"gap closed by {PLUS}",
+    words = {"supervised_ratio": "supervised twin / fully labeled twin AP",
+             "gap_closed": "gap closed by soft_teacher", "gap_closed_plus": f"gap closed by {PLUS}",
              "ratio": "soft_teacher / supervised_10pct AP",
              "jitter_gain_ap75": "adaptive box jitter's AP75 gain "
                                  "(adaptive_box_jitter_unturned - soft_teacher_no_box_jitter)",
@@ -310,10 +328,25 @@ def run_folder(work_dir, dataset, arm, seed):
     return os.path.join(work_dir, dataset, f"{arm}_seed{seed}")
 
 
-def collect(work_dir, dataset):
-    """Every finished run of a dataset under the work dir: {arm: {seed: run}}."""
+SCRATCH_REGIME = "scratch_10pct"  # this script's regime: random initial weights, 10 % labeled
+
+
+def previous_block(results_dir, dataset, key):
+    """A dataset's ``key`` block in the current quality.json ({} if none): rewriting the file keeps
+    the runs recorded there and the regimes bench/regimes.py writes."""
+    path = os.path.join(results_dir, "quality.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f).get("datasets", {}).get(dataset, {}).get(key, {})
+
+
+def collect(work_dir, dataset, results_dir):
+    """Every finished run of a dataset: those under the work dir, and those recorded in the
+    current quality.json that the work dir lacks (runs of other machines or sessions).
+    Returns {arm: {seed: run}}."""
     root = os.path.join(work_dir, dataset)
-    runs = {}
+    runs = {arm: dict(block["seeds"]) for arm, block in previous_block(results_dir, dataset, "arms").items()}
     for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
         arm, _, seed = name.partition("_seed")
         arm = LEGACY_ARM_NAMES.get(arm, arm)
@@ -327,19 +360,22 @@ def collect(work_dir, dataset):
 def write_results(args):
     datasets = {}
     for dataset in DATASETS:
-        runs = collect(args.work_dir, dataset)
+        runs = collect(args.work_dir, dataset, args.results)
+        recorded = previous_block(args.results, dataset, "arms")
         arms = {
             arm: {"what": ARMS[arm][0], "config": config_file(dataset, arm), "overrides": ARMS[arm][2],
                   "seeds": done, "mean": summarise(done)}
             for arm, done in runs.items()
         }
-        for arm, done in runs.items():  # the first seed's pseudo-labels, where its log is there
+        for arm, done in runs.items():  # the first seed's pseudo-labels, from its log or as recorded
+            key = "pseudo_labels_seed" + min(done)
             folder = run_folder(args.work_dir, dataset, arm, min(done))
-            phases = pseudo_label_phases(os.path.join(folder, "metrics.json"))
+            phases = pseudo_label_phases(os.path.join(folder, "metrics.json")) or recorded.get(arm, {}).get(key)
             if phases and arm not in SUPERVISED:
-                arms[arm]["pseudo_labels_seed" + min(done)] = phases
+                arms[arm][key] = phases
         if arms:
-            datasets[dataset] = {**dataset_summary(arms), "arms": arms}
+            regimes = {**previous_block(args.results, dataset, "regimes"), SCRATCH_REGIME: gap_figures(arms)}
+            datasets[dataset] = {**dataset_summary(arms), "regimes": regimes, "arms": arms}
     shapes = datasets.get("shapes", {})
     top = {k: shapes[k] for k in ("ratio", "gap_closed") if k in shapes}
     result = {
@@ -364,7 +400,7 @@ def write_report(result, results_dir):
     datasets = result["datasets"]
     lines = []
     for dataset, block in datasets.items():
-        summary = {k: v for k, v in block.items() if k != "arms"}
+        summary = {k: v for k, v in block.items() if k not in ("arms", "regimes")}
         lines += [f"### {dataset}", ""] + table_lines(block["arms"], summary) + pseudo_label_lines(block["arms"]) + [""]
         plot_curves(os.path.join(results_dir, f"quality_curves_{dataset}.png"), dataset, block["arms"])
     with open(os.path.join(results_dir, "quality.md"), "w") as f:
@@ -381,7 +417,7 @@ def main():
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--parallel", type=int, default=1, help="runs trained at once")
     parser.add_argument("--report-only", action="store_true",
-                        help="rewrite the result files from the finished runs under --work-dir, train nothing")
+                        help="rewrite the result files from the finished runs, train nothing")
     parser.add_argument("--work-dir", default=os.path.join(REPO, "output", "bench", "quality"))
     parser.add_argument("--results", default=os.path.join(REPO, "bench", "results"))
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")

@@ -52,7 +52,11 @@ def test_summary_per_dataset_and_the_top_level_faithful_numbers(tmp_path):
     assert out["gap_closed"] == shapes["gap_closed"] and out["ratio"] == shapes["ratio"]
     assert set(out["arms"]) == {"supervised_10pct", "supervised_100pct", "soft_teacher", "soft_teacher_no_box_jitter",
                                 "plus_no_box_jitter", "adaptive_box_jitter_unturned"}
-    assert out["datasets"]["glyphs"].keys() == {"arms"}
+    assert out["datasets"]["glyphs"].keys() == {"arms", "regimes"}
+    assert out["datasets"]["glyphs"]["regimes"] == {"scratch_10pct": {}}
+    assert shapes["regimes"]["scratch_10pct"] == pytest.approx(
+        {"supervised_ratio": 41 / 60, "gap_closed": (46 - 41) / (60 - 41), "gap_closed_plus": (51 - 41) / (60 - 41)},
+        abs=1e-4)
     assert out["plus_met"] == {"shapes/gap_closed_plus": False, "shapes/jitter_gain_ap75": True}
     # iteration 799 is burn-in, outside every phase
     assert shapes["arms"]["plus_no_box_jitter"]["pseudo_labels_seed1"] == {
@@ -63,3 +67,61 @@ def test_summary_per_dataset_and_the_top_level_faithful_numbers(tmp_path):
     line = "- plus_no_box_jitter, seed 1: 800-1600: recall 0.30, ignored_boxes 2.00"
     assert line in (results / "quality.md").read_text()
     assert (results / "quality_curves_shapes.png").exists() and (results / "quality.png").exists()
+
+
+def test_rewriting_keeps_the_runs_and_regimes_recorded_in_the_result_file(tmp_path):
+    work, results = str(tmp_path / "work"), tmp_path / "results"
+    results.mkdir()
+    write_run(work, "shapes", "supervised_10pct", 1, 40, 45)
+    command = [sys.executable, os.path.join(REPO, "bench", "quality.py"), "--report-only", "--work-dir", work,
+               "--results", str(results)]
+    subprocess.run(command, check=True, capture_output=True)
+    with open(results / "quality.json") as f:
+        out = json.load(f)
+    out["datasets"]["shapes"]["regimes"]["pretrained_5pct"] = {"gap_closed": 0.5}
+    with open(results / "quality.json", "w") as f:
+        json.dump(out, f)
+    # another machine's work dir: seed 2 of the same arm and a new arm; seed 1 is only in the file
+    other = str(tmp_path / "other")
+    write_run(other, "shapes", "supervised_10pct", 2, 42, 47)
+    write_run(other, "shapes", "supervised_100pct", 1, 60, 70)
+    subprocess.run(command[:4] + [other] + command[5:], check=True, capture_output=True)
+    with open(results / "quality.json") as f:
+        shapes = json.load(f)["datasets"]["shapes"]
+    assert set(shapes["arms"]["supervised_10pct"]["seeds"]) == {"1", "2"}
+    assert shapes["arms"]["supervised_10pct"]["mean"]["teacher"]["AP"] == {"mean": 41.0, "spread": 2.0}
+    assert shapes["regimes"]["pretrained_5pct"] == {"gap_closed": 0.5}
+    assert shapes["regimes"]["scratch_10pct"]["supervised_ratio"] == pytest.approx(41 / 60, abs=1e-4)
+
+
+def regime_run(ap):
+    metrics = {"AP": ap, "AP50": ap + 20, "AP75": ap - 5}
+    return {"curves": {"teacher": [[3200, metrics]]}, "final": {"teacher": metrics, "student": metrics}}
+
+
+def test_the_regime_is_the_fraction_nearest_two_thirds_of_the_fully_labeled_twin(tmp_path):
+    # shapes' twin: 1 % 20, 2 % 30, 5 % 39/41 (two seeds), 10 % 50, 100 % 60 -> ratios 0.33, 0.5, 0.667,
+    # 0.83: 5 % is nearest COCO's 26.9 / 40.9; there soft_teacher 50 and plus 55 close 0.5 and 0.75
+    curve = {f"supervised_{p}pct": {"seeds": {"1": regime_run(ap)}}
+             for p, ap in ((1, 20), (2, 30), (10, 50), (100, 60))}
+    curve["supervised_5pct"] = {"seeds": {"1": regime_run(39), "2": regime_run(41)}}
+    arms = {arm: {"run": f"{arm}_5pct", "seeds": {"1": regime_run(ap)}}
+            for arm, ap in (("soft_teacher", 50), ("plus_no_box_jitter", 55))}
+    results = tmp_path / "results"
+    results.mkdir()
+    with open(results / "regimes.json", "w") as f:
+        json.dump({"datasets": {"shapes": {"curve": curve, "arms": arms}}}, f)
+    subprocess.run([sys.executable, os.path.join(REPO, "bench", "regimes.py"), "--report-only", "--dataset", "shapes",
+                    "--results", str(results)], check=True, capture_output=True)
+    with open(results / "regimes.json") as f:
+        shapes = json.load(f)["datasets"]["shapes"]
+    assert shapes["choice"]["percent"] == 5 and shapes["choice"]["regime"] == "pretrained_5pct"
+    assert shapes["choice"]["supervised_ratio"] == pytest.approx(40 / 60, abs=1e-4)
+    assert shapes["curve"]["supervised_5pct"]["mean"]["teacher"]["AP"] == {"mean": 40.0, "spread": 2.0}
+    expected = {"supervised_ratio": 40 / 60, "gap_closed": (50 - 40) / (60 - 40),
+                "gap_closed_plus": (55 - 40) / (60 - 40)}
+    assert shapes["figures"] == pytest.approx(expected, abs=1e-4)
+    with open(results / "quality.json") as f:
+        assert json.load(f)["datasets"]["shapes"]["regimes"]["pretrained_5pct"] == pytest.approx(expected, abs=1e-4)
+    assert (results / "regimes_curves.png").exists()
+    assert "Regime pretrained_5pct" in (results / "regimes.md").read_text()

@@ -27,7 +27,7 @@ from .synthetic.shapes import default_shapes_root
 
 logger = logging.getLogger(__name__)
 
-SHAPES_PERCENTS = (1, 5, 10, 100)
+SHAPES_PERCENTS = (1, 2, 5, 10, 20, 50, 100)
 SHAPES_FOLDS = (1, 2, 3, 4, 5)
 
 

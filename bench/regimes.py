@@ -1,0 +1,302 @@
+#!/usr/bin/env python
+"""A COCO-like regime for the generated datasets: the label fraction at which a supervised model
+started from pretrained features reaches about two thirds of the fully labeled one, and the method
+and the paper's ablations measured there.
+
+    python bench/regimes.py [--dataset shapes glyphs] [--seeds 1 2] [--percents 1 2 5 10 100]
+                            [--percent P] [--arms soft_teacher ...] [--parallel N] [--report-only]
+
+COCO runs start from ImageNet features, and at 10 % labels the supervised model reaches 66 % of the
+fully labeled one (26.9 / 40.9 AP, the Soft Teacher paper's Table 1). Here the start is the other
+generated dataset's fully labeled supervised model (bench/quality.py's ``supervised_100pct``, seed
+1; trained here when missing, never downloaded): its ResNet (``backbone.bottom_up``) alone, as an
+ImageNet file holds only the ResNet, saved as a detectron2 checkpoint that every run loads through
+MODEL.WEIGHTS. Shapes start from glyphs and glyphs from shapes. Everything else is bench/quality.py's
+config and schedule; the labeled images are fold 1 of each percent, seeds change the training seed.
+
+1. Curve: the supervised twin at every percent of ``--percents``, every seed.
+2. Choice: the percent whose twin's mean teacher AP is closest to 2/3 of the 100 % twin's (or
+   ``--percent``).
+3. Arms: ``--arms`` (bench/quality.py's arms) at the chosen percent, every seed.
+
+Runs go under ``output/bench/regimes/<dataset>/``; a run finished there or recorded in the result
+file is read back, not repeated. Writes ``bench/results/regimes.json`` (start, curves, choice, arms
+with seeds and spreads), ``regimes.md`` and ``regimes_curves.png``, and per dataset the block
+``regimes.pretrained_<P>pct`` (``supervised_ratio``, ``gap_closed``, ``gap_closed_plus``) of
+``bench/results/quality.json``.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import quality
+import torch
+from quality import PLUS, REPO, plt, summarise, table_lines
+
+from softteacher.datasets.splits import split_paths, write_split
+from softteacher.datasets.synthetic.glyphs import ensure_glyphs
+
+SOURCE = {"shapes": "glyphs", "glyphs": "shapes"}  # where each dataset's pretrained start comes from
+COCO_SUPERVISED_RATIO = 26.9 / 40.9
+DEFAULT_ARMS = ("soft_teacher", PLUS, "soft_teacher_hard_background", "soft_teacher_no_box_jitter",
+                "soft_teacher_score_0.7", "soft_teacher_score_0.5")
+KEEP_PREFIX = "backbone.bottom_up."
+TWIN_NAME = re.compile(r"^supervised_([0-9.]+)pct$")
+_SOURCE_LOCKS = {source: threading.Lock() for source in SOURCE}
+_WRITE_LOCK = threading.Lock()
+
+
+def pretrained_start(dataset, quality_work_dir, work_dir):
+    """The ResNet of the other dataset's fully labeled model as a checkpoint (made once)."""
+    source = SOURCE[dataset]
+    path = os.path.join(work_dir, "pretrained", f"{source}_supervised_100pct_bottom_up.pth")
+    with _SOURCE_LOCKS[source]:
+        if not os.path.exists(path):
+            make_start(source, quality_work_dir, path)
+    return path
+
+
+def make_start(source, quality_work_dir, path):
+    source_root = os.path.join(quality_work_dir, source)
+    os.makedirs(source_root, exist_ok=True)
+    quality.prepare_dataset(source)
+    quality.run_arm(source, "supervised_100pct", 1, source_root, [])
+    state = torch.load(os.path.join(source_root, "supervised_100pct_seed1", "model_final.pth"),
+                       map_location="cpu", weights_only=True)["model"]
+    kept = {k: v for k, v in state.items() if k.startswith(KEEP_PREFIX)}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.save({"model": kept, "__source__": f"{source} supervised_100pct seed 1"}, path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def split_overrides(dataset, percent, semi):
+    """Config overrides that train on fold 1's ``percent`` % labeled (and, for ``semi``, the rest
+    unlabeled)."""
+    if dataset == "shapes":
+        labeled = "shapes_train" if percent == 100 else f"shapes_train.1@{percent:g}"
+        if semi:
+            return ["DATASETS.TRAIN_LABELED", f"('{labeled}',)",
+                    "DATASETS.TRAIN_UNLABELED", f"('shapes_train.1@{percent:g}-unlabeled',)"]
+        return ["DATASETS.TRAIN", f"('{labeled}',)"]
+    train = ensure_glyphs()["train"]
+    labeled, unlabeled = split_paths(train, percent, 1)
+    if percent == 100:
+        labeled = train
+    elif not os.path.exists(unlabeled):
+        write_split(train, percent, 1)  # as ensure_glyphs writes its 10 % split
+    return ["DATASETS.CUSTOM.LABELED_JSON", labeled] + (["DATASETS.CUSTOM.UNLABELED_JSON", unlabeled] if semi else [])
+
+
+def twin(percent):
+    return f"supervised_{percent:g}pct"
+
+
+class Regime:
+    """One dataset's runs from the pretrained start: the curve's twins and the arms."""
+
+    def __init__(self, dataset, args, recorded):
+        self.dataset, self.args = dataset, args
+        self.root = os.path.join(args.work_dir, dataset)
+        self.recorded = recorded  # {run name: {seed: run}} from the result file
+        os.makedirs(self.root, exist_ok=True)
+
+    def run(self, name, arm, percent, seed):
+        """One run's result: recorded, finished under the work dir, or trained now."""
+        if str(seed) in self.recorded.get(name, {}):
+            return self.recorded[name][str(seed)]
+        weights = pretrained_start(self.dataset, self.args.quality_work_dir, self.args.work_dir)
+        semi = arm not in quality.SUPERVISED
+        opts = ["MODEL.WEIGHTS", weights, *split_overrides(self.dataset, percent, semi), *self.args.opts]
+        result = quality.run_arm(self.dataset, arm, seed, self.root, opts, run_name=name)
+        self.recorded.setdefault(name, {})[str(seed)] = result
+        return result
+
+
+def runs_of(regimes):
+    """{run name: {seed: run}} of a dataset's block in regimes.json."""
+    runs = {name: dict(block["seeds"]) for name, block in regimes.get("curve", {}).items()}
+    for block in regimes.get("arms", {}).values():
+        runs[block["run"]] = dict(block["seeds"])
+    return runs
+
+
+def choose(curve, percents):
+    """The percent whose twin (mean teacher AP) is closest to COCO's 2/3 of the 100 % twin."""
+    full = curve.get(twin(100))
+    candidates = [p for p in percents if p != 100 and twin(p) in curve]
+    if not full or not candidates:
+        return None
+    ratios = {p: curve[twin(p)]["mean"]["teacher"]["AP"]["mean"] / full["mean"]["teacher"]["AP"]["mean"]
+              for p in candidates}
+    percent = min(ratios, key=lambda p: abs(ratios[p] - COCO_SUPERVISED_RATIO))
+    return {"percent": percent, "supervised_ratio": round(ratios[percent], 4),
+            "ratios": {f"{p:g}": round(r, 4) for p, r in sorted(ratios.items())},
+            "target_ratio": round(COCO_SUPERVISED_RATIO, 4)}
+
+
+def block(name, what, runs):
+    return {"what": what, "seeds": runs, "mean": summarise(runs)} if runs else None
+
+
+def dataset_result(dataset, runs, percents, args):
+    curve = {}
+    recorded = {float(m.group(1)) for m in map(TWIN_NAME.match, runs) if m}
+    for p in sorted(set(percents) | recorded):
+        b = block(twin(p), f"supervised, {p:g} % labeled, pretrained start", runs.get(twin(p), {}))
+        if b:
+            curve[twin(p)] = {**b, "percent": p}
+    choice = choose(curve, sorted(v["percent"] for v in curve.values()))
+    if args.percent is not None:
+        choice = {**(choice or {}), "percent": args.percent, "chosen_by": "--percent"}
+    out = {"source": SOURCE[dataset], "curve": curve, "choice": choice, "arms": {}}
+    if choice is None:
+        return out
+    p = choice["percent"]
+    for arm in quality.ARMS:
+        name = f"{arm}_{p:g}pct"
+        what = quality.ARMS[arm][0].replace("10 % labeled + 90 % unlabeled", f"{p:g} % labeled + the rest unlabeled")
+        b = block(name, f"{what}; pretrained start", runs.get(name, {}))
+        if b and arm not in quality.SUPERVISED:
+            out["arms"][arm] = {**b, "run": name}
+    return out
+
+
+def regime_arms(result):
+    """The chosen regime's twins and arms, for its gap figures and table."""
+    p = result["choice"]["percent"]
+    twins = {name: result["curve"][name] for name in (twin(p), twin(100)) if name in result["curve"]}
+    return {**twins, **result["arms"]}
+
+
+def plot_curves(path, datasets):
+    """Teacher AP of the supervised twin against the label fraction, per dataset, with COCO's
+    two-thirds line and the chosen percent."""
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4), squeeze=False)
+    for ax, (dataset, d) in zip(axes[0], datasets.items()):
+        points = sorted((b["percent"], b["mean"]["teacher"]["AP"]) for b in d["curve"].values())
+        if not points:
+            continue
+        ax.errorbar([p for p, _ in points], [m["mean"] for _, m in points],
+                    yerr=[m["spread"] / 2 for _, m in points], marker="o", capsize=3, label="supervised twin")
+        full = d["curve"].get(twin(100))
+        if full:
+            ax.axhline(COCO_SUPERVISED_RATIO * full["mean"]["teacher"]["AP"]["mean"], color="grey", linestyle="--",
+                       label="2/3 of 100 % (COCO 10 %'s ratio)")
+        if d["choice"]:
+            ax.axvline(d["choice"]["percent"], color="green", linestyle=":", label="chosen regime")
+        ax.set_xscale("log")
+        ax.set_xlabel("labeled images, % of the training pool")
+        ax.set_ylabel("AP on val")
+        ax.set_title(f"{dataset}: pretrained start from {d['source']}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_results(args, runs_by_dataset):
+    with _WRITE_LOCK:
+        _write_results(args, runs_by_dataset)
+
+
+def _write_results(args, runs_by_dataset):
+    result = {"datasets": {}, "coco_supervised_ratio": round(COCO_SUPERVISED_RATIO, 4),
+              "overrides": args.opts, "machine": quality.machine(), "date": time.strftime("%Y-%m-%d"),
+              "command": "python bench/regimes.py " + " ".join(sys.argv[1:])}
+    lines = []
+    for dataset, runs in runs_by_dataset.items():
+        d = dataset_result(dataset, runs, args.percents, args)
+        result["datasets"][dataset] = d
+        lines += [f"### {dataset}: pretrained start from {d['source']}", "", "Supervised twin by label fraction:", ""]
+        lines += table_lines(d["curve"], {})
+        if d["choice"]:
+            arms = regime_arms(d)
+            p = d["choice"]["percent"]
+            figures = quality.gap_figures(arms, partial=twin(p), full=twin(100))
+            d["choice"]["regime"] = f"pretrained_{d['choice']['percent']:g}pct"
+            d["figures"] = figures
+            lines += ["", f"Regime {d['choice']['regime']}:", ""] + table_lines(arms, figures)
+            update_quality_json(args.results, dataset, d["choice"]["regime"], figures)
+        lines.append("")
+    with open(os.path.join(args.results, "regimes.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    with open(os.path.join(args.results, "regimes.md"), "w") as f:
+        f.write("\n".join(lines))
+    plot_curves(os.path.join(args.results, "regimes_curves.png"), result["datasets"])
+    print("\n".join(lines), flush=True)
+
+
+def update_quality_json(results_dir, dataset, regime, figures):
+    path = os.path.join(results_dir, "quality.json")
+    data = {"datasets": {}}
+    if os.path.exists(path):
+        with open(path) as f:
+            data = json.load(f)
+    data.setdefault("datasets", {}).setdefault(dataset, {}).setdefault("regimes", {})[regime] = figures
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
+
+
+def recorded_runs(results_dir):
+    path = os.path.join(results_dir, "regimes.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return {d: runs_of(block) for d, block in json.load(f).get("datasets", {}).items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", nargs="+", default=["shapes", "glyphs"], choices=list(SOURCE))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--percents", type=float, nargs="+", default=[1, 2, 5, 10, 100])
+    parser.add_argument("--percent", type=float, help="the regime's percent (default: chosen from the curve)")
+    parser.add_argument("--arms", nargs="*", default=list(DEFAULT_ARMS),
+                        choices=[a for a in quality.ARMS if a not in quality.SUPERVISED])
+    parser.add_argument("--parallel", type=int, default=1, help="runs trained at once")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the result files, train nothing")
+    parser.add_argument("--work-dir", default=os.path.join(REPO, "output", "bench", "regimes"))
+    parser.add_argument("--quality-work-dir", default=os.path.join(REPO, "output", "bench", "quality"))
+    parser.add_argument("--results", default=os.path.join(REPO, "bench", "results"))
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
+    args = parser.parse_args()
+    if 100 not in args.percents:
+        parser.error("--percents needs 100: the fully labeled twin is the curve's reference")
+    recorded = recorded_runs(args.results)
+    runs = {d: recorded.get(d, {}) for d in args.dataset}
+    if not args.report_only:
+        regimes = {d: Regime(d, args, runs[d]) for d in args.dataset}
+
+        def train(jobs):
+            def one(job):
+                dataset, name, arm, percent, seed = job
+                try:
+                    regimes[dataset].run(name, arm, percent, seed)
+                except Exception as e:  # noqa: BLE001 - one failed run must not stop the others
+                    print(f"[regimes] {dataset} {name} seed {seed} failed ({e}); see its log", flush=True)
+                write_results(args, runs)
+
+            with ThreadPoolExecutor(args.parallel) as pool:
+                list(pool.map(one, jobs))
+
+        train([(d, twin(p), "supervised_100pct" if p == 100 else "supervised_10pct", p, s)
+               for s in args.seeds for p in sorted(args.percents, reverse=True) for d in args.dataset])
+        jobs = []
+        for d in args.dataset:
+            choice = dataset_result(d, runs[d], args.percents, args)["choice"]
+            if choice:
+                p = choice["percent"]
+                jobs += [(d, f"{arm}_{p:g}pct", arm, p, s) for s in args.seeds for arm in args.arms]
+        train(jobs)
+    write_results(args, runs)
+
+
+if __name__ == "__main__":
+    main()
