@@ -107,6 +107,10 @@ def add_softteacher_config(cfg):
     # losses and pseudo-label statistics are computed for the log, read from the device and written
     # on one iteration in this many (and the last); detectron2's writers use 20
     cfg.SEMI.LOG_PERIOD = 20
+    # one student backbone pass over the labeled images and the strong views (the original code
+    # makes two): fewer launches; the losses differ from two passes only by the batch's padding.
+    # Needs a backbone without batch statistics (frozen BN or GN, not BN / SyncBN)
+    cfg.SEMI.ONE_PASS_STUDENT = False
 
     # colour op magnitudes, drawn from this inclusive range out of 10 (labeled and strong views)
     cfg.INPUT.COLOR_MAGNITUDE = (1, 9)
@@ -159,6 +163,9 @@ def load_config(config_file, opts=()):
     return cfg
 
 
+BATCH_STATISTICS_NORMS = ("BN", "SyncBN", "NaiveSyncBN", "nnSyncBN")
+
+
 def _check(ok, key, value, expected):
     if not ok:
         raise ValueError(f"{key} = {value!r}: expected {expected}")
@@ -206,6 +213,12 @@ def validate_softteacher_config(cfg):
     if cfg.DATASETS.TRAIN_UNLABELED:
         for key in ("IMS_PER_BATCH_LABELED", "IMS_PER_BATCH_UNLABELED"):
             _check(cfg.SOLVER[key] > 0, f"SOLVER.{key}", cfg.SOLVER[key], "a positive number of images per step")
+    if semi.ONE_PASS_STUDENT:
+        for key in ("RESNETS", "FPN"):
+            norm = cfg.MODEL[key].NORM
+            _check(norm not in BATCH_STATISTICS_NORMS, f"MODEL.{key}.NORM", norm,
+                   "a norm without batch statistics (FrozenBN, GN) with SEMI.ONE_PASS_STUDENT: batch statistics "
+                   "over both groups would differ from two passes")
     name = cfg.MODEL.ROI_HEADS.NAME
     _check(name in ROI_HEADS_REGISTRY, "MODEL.ROI_HEADS.NAME", name,
            f"a registered ROI head ({', '.join(sorted(n for n, _ in ROI_HEADS_REGISTRY))})")
