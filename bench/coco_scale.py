@@ -13,7 +13,11 @@ Two departures, said in the result: random weights replace the ImageNet file (no
 with each frozen batch norm's statistics set from one batch so that activations keep the scale
 pretrained weights give; and a random teacher finds no pseudo-box, so its thresholds let boxes
 through (every detection is a pseudo-box in every branch) and its detections per image are
-capped at ``--pseudo-boxes`` (COCO images hold about 7 objects); the optimizer runs at the
+capped at ``--pseudo-boxes`` (COCO images hold about 7 objects). A random teacher's class scores
+all sit near 1 / 81, so with no score cut each of its 1,000 proposals sends 80 boxes to NMS, which
+a trained teacher's 0.05 cut never does: by default (``--teacher realistic``) the teacher's score
+cut is set, on the first batch, to leave ``--boxes-before-nms`` (300) boxes an image for NMS
+(``--teacher random``: no cut, as before). The optimizer runs at the
 learning rate of the schedule's first iterations (the warm-up's). Then, after warm-up steps, it
 times Soft Teacher steps part by part against the unavoidable work (as ``bench/cost.py``), and
 the supervised twin's step (``configs/COCO-Supervised/supervised_R_50_FPN_10pct_180k.yaml``, 1
@@ -80,6 +84,23 @@ def calibrate_frozen_batch_norms(model, images):
     return len(handles)
 
 
+@torch.no_grad()
+def realistic_score_cut(teacher, weak_views, boxes_per_image):
+    """Set the teacher's test score threshold so that about ``boxes_per_image`` (proposal, class)
+    pairs an image pass it and go to NMS, as a trained detector's 0.05 cut leaves a few hundred (a
+    random one's scores all sit near 1 / (classes + 1), so with no cut every pair would). Returns
+    (threshold, pairs an image above it), measured on ``weak_views``."""
+    images = teacher.preprocess_image(weak_views)
+    features = teacher.backbone(images.tensor)
+    proposals, _ = teacher.proposal_generator(images, features, None)
+    heads = teacher.roi_heads
+    scores, _ = heads.box_predictions(features, [p.proposal_boxes for p in proposals])
+    foreground = torch.softmax(scores.float(), dim=-1)[:, :-1].flatten()
+    threshold = foreground.topk(boxes_per_image * len(weak_views)).values[-1].item()
+    heads.box_predictor.test_score_thresh = threshold
+    return threshold, (foreground >= threshold).sum().item() / len(weak_views)
+
+
 def first_steps_optimizer(cfg, model):
     """The config's optimizer at the learning rate of its first iterations (the linear warm-up
     starts at BASE_LR * WARMUP_FACTOR; a random network diverges at the full rate)."""
@@ -126,7 +147,12 @@ def main():
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--labeled", type=int, default=1, help="labeled images a step (one GPU's share: 1)")
     parser.add_argument("--unlabeled", type=int, default=4, help="unlabeled images a step (one GPU's share: 4)")
-    parser.add_argument("--pseudo-boxes", type=int, default=8, help="the random teacher's detections per image")
+    parser.add_argument("--teacher", choices=("realistic", "random"), default="realistic",
+                        help="realistic: a score cut leaves --boxes-before-nms detections an image for NMS; "
+                             "random: every (proposal, class) pair goes to NMS")
+    parser.add_argument("--boxes-before-nms", type=int, default=300,
+                        help="the realistic teacher's (proposal, class) pairs an image before NMS")
+    parser.add_argument("--pseudo-boxes", type=int, default=8, help="the teacher's detections per image after NMS")
     parser.add_argument("--num-train", type=int, default=40, help="generated train2017 images (10 %% labeled)")
     parser.add_argument("--amp", action="store_true", help="float16 on CUDA, bfloat16 on the CPU")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -162,18 +188,24 @@ def main():
     teacher.load_state_dict(student.state_dict())
     optimizer = first_steps_optimizer(cfg, student)
     labeler = PseudoLabeler(cfg, teacher)
+    teacher_departure = "random: every (proposal, class) pair of the teacher goes to NMS"
+    if args.teacher == "realistic":
+        cut, before_nms = realistic_score_cut(teacher, [u["weak"] for u in batches[0][1]], args.boxes_before_nms)
+        teacher_departure = (f"realistic: a score cut of {cut:.5f} leaves {before_nms:.0f} (proposal, class) pairs "
+                             "an image for NMS, as a trained teacher's 0.05 cut does")
     command = "python bench/coco_scale.py " + " ".join(sys.argv[1:])
     if args.count_only:
         with open(args.output) as f:
             result = json.load(f)
         counts = count_per_step(cfg, student, labeler, optimizer, batches[:1], args.amp)
-        result["counts"] = counts_with(args.output, args.counts_as, {**counts, "command": command})
+        result["counts"] = counts_with(args.output, args.counts_as,
+                                       {**counts, "teacher": teacher_departure, "command": command})
         write_result(args.output, result)
         return
     timing = time_steps(cfg, student, labeler, optimizer, batches, args.warmup, args.amp, device)
     semi_peak = peak_memory_mb(device)
     counts = count_per_step(cfg, student, labeler, optimizer, batches[-args.count_steps:], args.amp)
-    counts = counts_with(args.output, args.counts_as, {**counts, "command": command})
+    counts = counts_with(args.output, args.counts_as, {**counts, "teacher": teacher_departure, "command": command})
 
     step = timing["step_s"]
     images = len(batches[0][0]) + len(batches[0][1])
@@ -187,6 +219,7 @@ def main():
                        f"({norms} layers)",
             "pseudo_labels": "every teacher detection is a pseudo-box in every branch (thresholds 0, "
                              f"jitter filter off), at most {args.pseudo_boxes} detections an image",
+            "teacher": teacher_departure,
             "learning_rate": "the warm-up's first rate, BASE_LR * WARMUP_FACTOR = "
                              f"{cfg.SOLVER.BASE_LR * cfg.SOLVER.WARMUP_FACTOR:g}",
             "overrides": overrides,
