@@ -17,7 +17,8 @@ On the same prefetched batches, in one run, alternating which goes first:
 
 Then it counts, per step, the operators dispatched and the host synchronisations of the Soft
 Teacher step and of that supervised step (``softteacher.profiling``), on a step that is not a
-logging step, under ``counts.<--counts-as>`` (other keys already in the file are kept).
+logging step, under ``counts.<--counts-as>`` (other keys already in the file are kept);
+``--count-only`` does only that.
 
 And, on validation images, the exported plain detectron2 model against this project's model with
 the same weights (inference, one image per call). The weights are a trained checkpoint (the demo's
@@ -30,6 +31,7 @@ import argparse
 import collections
 import contextlib
 import itertools
+import json
 import os
 import platform
 import resource
@@ -279,6 +281,8 @@ def main():
     parser.add_argument("--count-steps", type=int, default=3, help="steps whose operators and syncs are counted")
     parser.add_argument("--counts-as", default="after",
                         help="the key under ``counts`` (e.g. before / after a change); other keys are kept")
+    parser.add_argument("--count-only", action="store_true",
+                        help="only count (no timing): --count-steps steps, into the existing result file")
     parser.add_argument("--output", default=os.path.join(REPO, "bench", "results", "cost.json"))
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args()
@@ -300,6 +304,14 @@ def main():
     labeler = PseudoLabeler(cfg, teacher)
 
     batches = list(itertools.islice(build_labeled_unlabeled_loader(cfg), args.warmup + args.steps))
+    command = "python bench/cost.py " + " ".join(sys.argv[1:])
+    if args.count_only:
+        with open(args.output) as f:
+            result = json.load(f)
+        counts = count_per_step(cfg, student, labeler, optimizer, batches[-args.count_steps:], args.amp)
+        result["counts"] = counts_with(args.output, args.counts_as, {**counts, "command": command})
+        write_result(args.output, result)
+        return
     timing = time_steps(cfg, student, labeler, optimizer, batches, args.warmup, args.amp, device)
     step, base = timing["step_sections_s"], timing["unavoidable_sections_s"]
     step_total, base_total = timing["step_s"], timing["unavoidable_s"]
@@ -334,7 +346,7 @@ def main():
         "overrides": args.opts,
         "weights": os.path.relpath(args.weights, REPO),
         "date": time.strftime("%Y-%m-%d"),
-        "command": "python bench/cost.py " + " ".join(sys.argv[1:]),
+        "command": command,
     }
     result["met"] = {k: result[k] <= v for k, v in TARGETS.items()}
     counts = count_per_step(cfg, student, labeler, optimizer, batches[-args.count_steps:], args.amp)
