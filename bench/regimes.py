@@ -14,7 +14,8 @@ ImageNet file holds only the ResNet, saved as a detectron2 checkpoint that every
 MODEL.WEIGHTS. Shapes start from glyphs and glyphs from shapes. Everything else is bench/quality.py's
 config and schedule; the labeled images are fold 1 of each percent, seeds change the training seed.
 
-1. Curve: the supervised twin at every percent of ``--percents``, every seed.
+1. Curve: the supervised twin at every percent of ``--percents``, every seed (100 % first, then in
+   the order given).
 2. Choice: the percent whose twin's mean teacher AP is closest to 2/3 of the 100 % twin's (or
    ``--percent``).
 3. Arms: ``--arms`` (bench/quality.py's arms) at the chosen percent, every seed.
@@ -287,7 +288,7 @@ def main():
                 list(pool.map(one, jobs))
 
         train([(d, twin(p), "supervised_100pct" if p == 100 else "supervised_10pct", p, s)
-               for s in args.seeds for p in sorted(args.percents, reverse=True) for d in args.dataset])
+               for s in args.seeds for p in sorted(args.percents, key=lambda p: p != 100) for d in args.dataset])
         jobs = []
         for d in args.dataset:
             choice = dataset_result(d, runs[d], args.percents, args)["choice"]
