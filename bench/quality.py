@@ -75,6 +75,10 @@ ARMS = {
                                SEMI_CONFIG, ["SEMI.RPN_PSEUDO_THRESH", "0.7", "SEMI.CLS_PSEUDO_THRESH", "0.7"]),
     "soft_teacher_score_0.5": ("soft_teacher with RPN and classification pseudo-boxes above 0.5, not 0.9",
                                SEMI_CONFIG, ["SEMI.RPN_PSEUDO_THRESH", "0.5", "SEMI.CLS_PSEUDO_THRESH", "0.5"]),
+    "soft_teacher_focal": ("soft_teacher with a focal unlabeled classification loss (gamma 1.5, Unbiased Teacher's)",
+                           SEMI_CONFIG, ["SEMI.UNSUP_CLS_FOCAL_GAMMA", "1.5"]),
+    f"{PLUS}_focal": (f"{PLUS} with a focal unlabeled classification loss (gamma 1.5)", PLUS_CONFIG,
+                      ["SEMI.UNSUP_CLS_FOCAL_GAMMA", "1.5"]),
     "soft_teacher_alpha_0": ("soft_teacher with alpha 0: supervised training with an EMA teacher", SEMI_CONFIG,
                              ["SEMI.UNSUP_WEIGHT", "0.0"]),
     "adaptive_box_jitter": ("soft_teacher with adaptive box jitter: the less uncertain half of the confident "

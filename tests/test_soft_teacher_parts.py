@@ -4,12 +4,16 @@ import math
 
 import pytest
 import torch
+from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from torch import nn
 
 from softteacher.engine import EMATeacherHook, ema_momentum, ema_update
-from softteacher.modeling import WeightedFastRCNNOutputLayers, jitter_boxes, jitter_uncertainty
+from softteacher.modeling import jitter_boxes, jitter_uncertainty
 from softteacher.modeling.pseudo_label_stats import as_scalars, jitter_filter_iou
+from softteacher.modeling.roi_heads import weighted_cross_entropy
+
+from conftest import soft_teacher_cfg
 
 
 def test_weighted_classification_loss_matches_a_hand_computation():
@@ -22,14 +26,33 @@ def test_weighted_classification_loss_matches_a_hand_computation():
         -math.log(math.exp(3) / (1 + math.exp(1) + math.exp(3))),
     ]
     expected = (1.0 * ce[0] + 0.3 * ce[1] + 0.8 * ce[2]) / max(2.1, 1.0)
-    loss = WeightedFastRCNNOutputLayers.weighted_cls_loss(None, scores, gt, weights)
+    loss = weighted_cross_entropy(scores, gt, weights)
     assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_weighted_loss_normalises_by_at_least_one():
     scores = torch.tensor([[0.0, 0.0]])
-    loss = WeightedFastRCNNOutputLayers.weighted_cls_loss(None, scores, torch.tensor([1]), torch.tensor([0.25]))
+    loss = weighted_cross_entropy(scores, torch.tensor([1]), torch.tensor([0.25]))
     assert loss.item() == pytest.approx(0.25 * math.log(2), rel=1e-6)
+
+
+def test_focal_weighted_loss_matches_a_hand_computation():
+    scores = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 3.0]])
+    gt = torch.tensor([0, 1])
+    weights = torch.tensor([1.0, 0.5])
+    p = [math.exp(2) / (math.exp(2) + 1 + math.exp(-1)), math.exp(1) / (1 + math.exp(1) + math.exp(3))]
+    focal = [(1 - q) ** 1.5 * -math.log(q) for q in p]
+    expected = (1.0 * focal[0] + 0.5 * focal[1]) / 1.5
+    assert weighted_cross_entropy(scores, gt, weights, focal_gamma=1.5).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_roi_heads_give_the_configured_gamma_to_the_unlabeled_loss(tiny_semi, tmp_path):
+    cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **{"SEMI.UNSUP_CLS_FOCAL_GAMMA": "1.5"})
+    predictor = build_model(cfg).roi_heads.box_predictor
+    scores, gt, weights = torch.tensor([[0.0, 1.0, 3.0, 0.0, 0.0, 0.0]]), torch.tensor([1]), torch.tensor([1.0])
+    assert predictor.weighted_cls_loss(scores, gt, weights).item() == pytest.approx(
+        weighted_cross_entropy(scores, gt, weights, focal_gamma=1.5).item())
+    assert predictor.weighted_cls_loss(scores, gt, weights) < weighted_cross_entropy(scores, gt, weights)
 
 
 def test_jitter_offsets_are_normal_scaled_by_box_size_with_sizes_clamped():

@@ -98,6 +98,10 @@ def add_softteacher_config(cfg):
     # the two ideas of the paper, each can be switched off for ablations
     cfg.SEMI.SOFT_BG_WEIGHT = True
     cfg.SEMI.BOX_JITTER = True
+    # focal loss's gamma on the unlabeled ROI classification loss, with the soft weights (0: cross-
+    # entropy, as published; Unbiased Teacher, Liu et al. 2021, uses 1.5 against pseudo-labels'
+    # class imbalance)
+    cfg.SEMI.UNSUP_CLS_FOCAL_GAMMA = 0.0
     # which models EvalHook evaluates during training; the first is used by --eval-only
     cfg.SEMI.EVAL_MODELS = ("teacher", "student")
     # every this many iterations, the teacher's pseudo-labels on VIS_IMAGES unlabeled images are
@@ -202,6 +206,8 @@ def validate_softteacher_config(cfg):
     _check(adaptive_score.MIN_SCORES <= adaptive_score.WINDOW, "SEMI.ADAPTIVE_SCORE_THRESH.MIN_SCORES",
            adaptive_score.MIN_SCORES, f"at most WINDOW ({adaptive_score.WINDOW})")
     _check(semi.UNSUP_WEIGHT >= 0, "SEMI.UNSUP_WEIGHT", semi.UNSUP_WEIGHT, "a non-negative alpha")
+    _check(semi.UNSUP_CLS_FOCAL_GAMMA >= 0, "SEMI.UNSUP_CLS_FOCAL_GAMMA", semi.UNSUP_CLS_FOCAL_GAMMA,
+           "a non-negative focusing gamma")
     _check(0.0 < semi.EMA_MOMENTUM < 1.0, "SEMI.EMA_MOMENTUM", semi.EMA_MOMENTUM, "a momentum in (0, 1)")
     _check(semi.JITTER_TIMES >= 2, "SEMI.JITTER_TIMES", semi.JITTER_TIMES, "at least 2 jittered copies (a std)")
     _check(semi.JITTER_SCALE > 0, "SEMI.JITTER_SCALE", semi.JITTER_SCALE, "a positive fraction of the box size")

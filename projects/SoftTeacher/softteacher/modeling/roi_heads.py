@@ -20,15 +20,24 @@ from ..structures import where_per_group
 from .rpn import IGNORE
 
 
+def weighted_cross_entropy(scores, gt_classes, weights, focal_gamma=0.0):
+    """sum(w_i * (1 - p_i)^gamma * CE_i) / max(sum(w_i), 1), p_i the softmax probability of the
+    target class (gamma 0: weighted cross-entropy; detectron2's own loss is a plain mean)."""
+    if scores.numel() == 0:
+        return scores.sum() * 0.0
+    ce = F.cross_entropy(scores.float(), gt_classes, reduction="none")
+    if focal_gamma:
+        ce = (1.0 - torch.exp(-ce)) ** focal_gamma * ce
+    return (weights * ce).sum() / weights.sum().clamp(min=1.0)
+
+
 class WeightedFastRCNNOutputLayers(FastRCNNOutputLayers):
     """``FastRCNNOutputLayers`` with a per-sample weighted classification loss."""
 
+    focal_gamma = 0.0  # the unlabeled loss's focusing (SEMI.UNSUP_CLS_FOCAL_GAMMA)
+
     def weighted_cls_loss(self, scores, gt_classes, weights):
-        """sum(w_i * CE_i) / max(sum(w_i), 1) (detectron2's own loss is a plain mean)."""
-        if scores.numel() == 0:
-            return scores.sum() * 0.0
-        ce = F.cross_entropy(scores.float(), gt_classes, reduction="none")
-        return (weights * ce).sum() / weights.sum().clamp(min=1.0)
+        return weighted_cross_entropy(scores, gt_classes, weights, self.focal_gamma)
 
 
 class PseudoBoxesFirstMatcher:
@@ -53,14 +62,17 @@ class PseudoBoxesFirstMatcher:
 @ROI_HEADS_REGISTRY.register()
 class SoftTeacherROIHeads(StandardROIHeads):
     @configurable
-    def __init__(self, *, soft_background_weight=True, **kwargs):
+    def __init__(self, *, soft_background_weight=True, unsup_focal_gamma=0.0, **kwargs):
         """
         Args:
             soft_background_weight: weight background samples by the teacher's background
                 probability (False: weight 1, a plain pseudo-label loss, for ablations).
+            unsup_focal_gamma: focal loss's gamma for the unlabeled classification loss (0: cross-
+                entropy, as published; Unbiased Teacher's pseudo-label loss uses 1.5).
         """
         super().__init__(**kwargs)
         self.soft_background_weight = soft_background_weight
+        self.box_predictor.focal_gamma = unsup_focal_gamma
         self.proposal_matcher = PseudoBoxesFirstMatcher(self.proposal_matcher)
 
     def label_and_sample_proposals(self, proposals, targets):
@@ -74,6 +86,7 @@ class SoftTeacherROIHeads(StandardROIHeads):
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
         ret["soft_background_weight"] = cfg.SEMI.SOFT_BG_WEIGHT
+        ret["unsup_focal_gamma"] = cfg.SEMI.UNSUP_CLS_FOCAL_GAMMA
         return ret
 
     @classmethod
