@@ -3,7 +3,9 @@ sizes, on the embedded pictures enlarged to COCO scale in COCO's and VOC's file 
 
 Each config runs with the smallest batch that runs every branch (supervised: 1 image a step;
 Soft Teacher: 1 labeled + 1 unlabeled; bench/coco_scale.py measures one GPU's full share of 1 + 4),
-random weights in place of the ImageNet file, and, for Soft Teacher, thresholds that let a random
+random weights in place of the ImageNet file at the warm-up's first learning rate (a 2-step
+schedule would otherwise reach half the full rate at step 2, where random weights diverge and the
+teacher, their copy, finds nothing), and, for Soft Teacher, thresholds that let a random
 teacher's detections through so that every unsupervised branch runs, from 100 teacher proposals
 (a random teacher's scores all sit near 1 / 81, so each proposal sends every class to NMS), in
 float32: the configs' AMP is bfloat16 on a CPU, which CPUs without bfloat16 instructions emulate
@@ -58,7 +60,8 @@ def smallest_batch(cfg):
 def test_shipped_config_trains_two_steps_at_its_own_size(config, large_datasets, tmp_path):
     cfg = load_config(os.path.join(REPO, config))
     opts = [*smallest_batch(cfg), "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False",
-            "SOLVER.MAX_ITER", "2", "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()", "DATALOADER.NUM_WORKERS", "1",
+            "SOLVER.MAX_ITER", "2", "SOLVER.BASE_LR", str(cfg.SOLVER.BASE_LR * cfg.SOLVER.WARMUP_FACTOR),
+            "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()", "DATALOADER.NUM_WORKERS", "1",
             "OUTPUT_DIR", str(tmp_path)]
     if cfg.DATASETS.TRAIN_UNLABELED:
         opts += [*LET_BOXES_THROUGH, "SEMI.VIS_PERIOD", "0", "SEMI.EVAL_MODELS", "()"]
