@@ -79,6 +79,8 @@ ARMS = {
                            SEMI_CONFIG, ["SEMI.UNSUP_CLS_FOCAL_GAMMA", "1.5"]),
     f"{PLUS}_focal": (f"{PLUS} with a focal unlabeled classification loss (gamma 1.5)", PLUS_CONFIG,
                       ["SEMI.UNSUP_CLS_FOCAL_GAMMA", "1.5"]),
+    f"{PLUS}_strong_scales": (f"{PLUS} with strong views of their own scale (short side 96-160, the weak 128)",
+                              PLUS_CONFIG, ["INPUT.STRONG.MIN_SIZE_TRAIN", "(96, 160)"]),
     "soft_teacher_alpha_0": ("soft_teacher with alpha 0: supervised training with an EMA teacher", SEMI_CONFIG,
                              ["SEMI.UNSUP_WEIGHT", "0.0"]),
     "adaptive_box_jitter": ("soft_teacher with adaptive box jitter: the less uncertain half of the confident "

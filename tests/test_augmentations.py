@@ -71,6 +71,30 @@ def test_weak_view_boxes_mapped_into_the_strong_view_follow_the_pixels(op):
     assert checked >= 50
 
 
+def test_a_strong_view_of_its_own_scale_maps_boxes_by_the_ratio_of_the_two_resizes():
+    cfg = load_config(config_path("Shapes", "Base-Shapes-R18-FPN.yaml"))
+    cfg.INPUT.RANDOM_FLIP = "none"
+    cfg.INPUT.STRONG.GEOMETRIC_OPS = ("translate_x",)
+    cfg.INPUT.STRONG.TRANSLATE = 0.0  # no geometric change: only the two resizes differ
+    cfg.INPUT.STRONG.MIN_SIZE_TRAIN = (64, 96)
+    m = WeakStrongDatasetMapper(cfg, is_train=True)
+    image = np.full((160, 224, 3), 60, np.uint8)
+    short_sides = set()
+    for seed in range(10):
+        np.random.seed(seed)
+        weak_tf, strong_tf, strong_image = views(m, image)
+        weak_h, weak_w = weak_tf.apply_image(image).shape[:2]
+        assert weak_h == 128  # the weak view keeps INPUT.MIN_SIZE_TRAIN
+        h, w = strong_image.shape[:2]
+        assert 64 <= h <= 96
+        short_sides.add(h)
+        weak_boxes = weak_tf.apply_box(BOXES)
+        expected = weak_boxes * np.array([w / weak_w, h / weak_h, w / weak_w, h / weak_h])
+        mapped = map_boxes(weak_to_strong_matrix(weak_tf, strong_tf), weak_boxes, h, w)
+        np.testing.assert_allclose(mapped, expected, atol=1e-6)
+    assert len(short_sides) > 3  # drawn from the range, not fixed
+
+
 def test_rotation_and_shear_boxes_enclose_the_transformed_corners_exactly():
     rotation = FilledRotationTransform(100, 100, 90.0)
     # a 90 degree turn about the centre (50, 50) sends (x, y) to (y, 100 - x)

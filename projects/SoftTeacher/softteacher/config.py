@@ -130,6 +130,10 @@ def add_softteacher_config(cfg):
     cfg.INPUT.STRONG.ERASE_PATCHES = (1, 4)  # inclusive range of square patches
     cfg.INPUT.STRONG.ERASE_MAX_SIZE = 0.2  # largest side, as a fraction of the short side
     cfg.INPUT.STRONG.FILL = 125
+    # (low, high): the strong view's short side drawn from this range, apart from the weak view's
+    # INPUT.MIN_SIZE_TRAIN, so the student also learns at scales the teacher does not see
+    # (multi-scale student view, after PseCo's and MixTeacher's scale variation); (): the same sizes
+    cfg.INPUT.STRONG.MIN_SIZE_TRAIN = ()
 
     # score threshold of the detections that evaluation scores (teacher, student, supervised twin);
     # negative: MODEL.ROI_HEADS.SCORE_THRESH_TEST (0.05), which pseudo-labelling keeps using. The
@@ -219,6 +223,9 @@ def validate_softteacher_config(cfg):
     if cfg.DATASETS.TRAIN_UNLABELED:
         for key in ("IMS_PER_BATCH_LABELED", "IMS_PER_BATCH_UNLABELED"):
             _check(cfg.SOLVER[key] > 0, f"SOLVER.{key}", cfg.SOLVER[key], "a positive number of images per step")
+    strong_sizes = tuple(cfg.INPUT.STRONG.MIN_SIZE_TRAIN)
+    _check(not strong_sizes or (len(strong_sizes) == 2 and 0 < strong_sizes[0] <= strong_sizes[1]),
+           "INPUT.STRONG.MIN_SIZE_TRAIN", cfg.INPUT.STRONG.MIN_SIZE_TRAIN, "() or a range (low, high) of short sides")
     if semi.ONE_PASS_STUDENT:
         for key in ("RESNETS", "FPN"):
             norm = cfg.MODEL[key].NORM

@@ -53,9 +53,18 @@ class LabeledDatasetMapper(DatasetMapper):
 
 
 def build_strong_augmentations(cfg):
-    """Resize + flip, then one colour and one geometric op in random order, then erasing."""
+    """Resize + flip, then one colour and one geometric op in random order, then erasing. The
+    resize is the weak view's (INPUT.MIN_SIZE_TRAIN, drawn on its own) unless
+    INPUT.STRONG.MIN_SIZE_TRAIN gives the strong view a short-side range of its own."""
     strong = cfg.INPUT.STRONG
-    return utils.build_augmentation(cfg, is_train=True) + [
+    resize_and_flip = utils.build_augmentation(cfg, is_train=True)
+    if strong.MIN_SIZE_TRAIN:
+        resize_and_flip = [
+            T.ResizeShortestEdge(strong.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, "range")
+            if isinstance(aug, T.ResizeShortestEdge) else aug
+            for aug in resize_and_flip
+        ]
+    return resize_and_flip + [
         ShuffledAugmentations(
             [
                 RandomColorOp(cfg.INPUT.COLOR_MAGNITUDE, image_format=cfg.INPUT.FORMAT),
