@@ -266,6 +266,12 @@ def pseudo_label_lines(arms):
     return ["", "Classification pseudo-boxes by iterations (mean of the logged values):", ""] + lines if lines else []
 
 
+def save_figure(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_bars(path, datasets):
     fig, axes = plt.subplots(1, len(datasets), figsize=(8 * len(datasets), 4.5), squeeze=False)
     for ax, (dataset, arms) in zip(axes[0], datasets.items()):
@@ -278,9 +284,7 @@ def plot_bars(path, datasets):
         ax.set_ylabel(f"COCO AP on {dataset} val")
         ax.set_title(f"{dataset}: supervised vs Soft Teacher vs plus (same model and iterations)")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_curves(path, dataset, arms):
@@ -297,9 +301,7 @@ def plot_curves(path, dataset, arms):
     ax.set_ylabel("AP")
     ax.set_title(f"{dataset}: AP over training (teacher or supervised model, first seed)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 PSEUDO_LABEL_KEYS = ("recall_cls", "precision_cls", "pseudo_boxes_cls", "ignored_boxes_cls")

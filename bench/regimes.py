@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import quality
 import torch
-from quality import PLUS, REPO, plt, summarise, table_lines
+from quality import PLUS, REPO, plt, save_figure, summarise, table_lines
 
 from softteacher.datasets.splits import split_paths, write_split
 from softteacher.datasets.synthetic.glyphs import ensure_glyphs
@@ -197,9 +197,7 @@ def plot_curves(path, datasets):
         ax.set_ylabel("AP on val")
         ax.set_title(f"{dataset}: pretrained start from {d['source']}")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_results(args, runs_by_dataset):
