@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 D2_WHEEL := sal-detectron2==0.7.2
 D2_SHA256 := 491af0c7f79bdb2d178e46f6cb16a97c4ac968d45c41ea3f6b6435d59bbee561
 
-.PHONY: env d2-wheel test test-all lint demo data clean-env info bench-quality bench-cost bench-label-next bench-coco-scale
+.PHONY: env d2-wheel test test-all lint demo data clean-env info bench-quality bench-regimes bench-cost bench-label-next bench-coco-scale
 
 env: $(STAMP)
 
@@ -62,6 +62,9 @@ demo: env
 # Benchmarks (run alone: they measure this machine). Results in bench/results/.
 bench-quality: env
 	$(PY) bench/quality.py $(BENCH_ARGS)
+
+bench-regimes: env
+	$(PY) bench/regimes.py $(BENCH_ARGS)
 
 bench-cost: env
 	$(PY) bench/cost.py $(BENCH_ARGS)
