@@ -129,11 +129,12 @@ def runs_of(regimes):
 
 
 def choose(curve, percents):
-    """The percent whose twin (mean teacher AP) is closest to COCO's 2/3 of the 100 % twin."""
-    full = curve.get(twin(100))
-    candidates = [p for p in percents if p != 100 and twin(p) in curve]
-    if not full or not candidates:
+    """The percent whose twin (mean teacher AP) is closest to COCO's 2/3 of the 100 % twin, once
+    every percent of the curve has a run (None before)."""
+    if any(twin(p) not in curve for p in percents):
         return None
+    full = curve[twin(100)]
+    candidates = [p for p in percents if p != 100]
     ratios = {p: curve[twin(p)]["mean"]["teacher"]["AP"]["mean"] / full["mean"]["teacher"]["AP"]["mean"]
               for p in candidates}
     percent = min(ratios, key=lambda p: abs(ratios[p] - COCO_SUPERVISED_RATIO))
@@ -153,7 +154,7 @@ def dataset_result(dataset, runs, percents, args):
         b = block(twin(p), f"supervised, {p:g} % labeled, pretrained start", runs.get(twin(p), {}))
         if b:
             curve[twin(p)] = {**b, "percent": p}
-    choice = choose(curve, sorted(v["percent"] for v in curve.values()))
+    choice = choose(curve, percents)
     if args.percent is not None:
         choice = {**(choice or {}), "percent": args.percent, "chosen_by": "--percent"}
     out = {"source": SOURCE[dataset], "curve": curve, "choice": choice, "arms": {}}
