@@ -15,6 +15,14 @@ def counts_with(path, key, counts):
     return merged
 
 
+def write_counts_only(path, key, counts):
+    """Set ``counts.<key>`` of the existing result file at ``path``, keeping everything else."""
+    with open(path) as f:
+        result = json.load(f)
+    result.setdefault("counts", {})[key] = counts
+    write_result(path, result)
+
+
 def write_result(path, result):
     """Write a benchmark's result dict as json (creating its folder) and print it."""
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -28,7 +28,6 @@ those to an existing result file).
 
 import argparse
 import itertools
-import json
 import os
 import platform
 import sys
@@ -39,7 +38,7 @@ DATA_ROOT = os.path.join(REPO, "output", "bench", "coco_scale", "datasets")
 os.environ.setdefault("DETECTRON2_DATASETS", DATA_ROOT)  # read by detectron2 at import
 
 import torch  # noqa: E402
-from bench_common import counts_with, write_result  # noqa: E402
+from bench_common import counts_with, write_counts_only, write_result  # noqa: E402
 from cost import Clock, autocast, count_per_step, peak_memory_mb, time_steps  # noqa: E402
 from detectron2.data import build_detection_train_loader  # noqa: E402
 from detectron2.engine import DefaultTrainer  # noqa: E402
@@ -195,12 +194,8 @@ def main():
                              "an image for NMS, as a trained teacher's 0.05 cut does")
     command = "python bench/coco_scale.py " + " ".join(sys.argv[1:])
     if args.count_only:
-        with open(args.output) as f:
-            result = json.load(f)
         counts = count_per_step(cfg, student, labeler, optimizer, batches[:1], args.amp)
-        result["counts"] = counts_with(args.output, args.counts_as,
-                                       {**counts, "teacher": teacher_departure, "command": command})
-        write_result(args.output, result)
+        write_counts_only(args.output, args.counts_as, {**counts, "teacher": teacher_departure, "command": command})
         return
     timing = time_steps(cfg, student, labeler, optimizer, batches, args.warmup, args.amp, device)
     semi_peak = peak_memory_mb(device)

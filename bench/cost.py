@@ -31,7 +31,6 @@ import argparse
 import collections
 import contextlib
 import itertools
-import json
 import os
 import platform
 import resource
@@ -40,7 +39,7 @@ import sys
 import time
 
 import torch
-from bench_common import counts_with, write_result
+from bench_common import counts_with, write_counts_only, write_result
 from detectron2.data import build_detection_test_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer
 from detectron2.modeling import build_model
@@ -306,11 +305,8 @@ def main():
     batches = list(itertools.islice(build_labeled_unlabeled_loader(cfg), args.warmup + args.steps))
     command = "python bench/cost.py " + " ".join(sys.argv[1:])
     if args.count_only:
-        with open(args.output) as f:
-            result = json.load(f)
         counts = count_per_step(cfg, student, labeler, optimizer, batches[-args.count_steps:], args.amp)
-        result["counts"] = counts_with(args.output, args.counts_as, {**counts, "command": command})
-        write_result(args.output, result)
+        write_counts_only(args.output, args.counts_as, {**counts, "command": command})
         return
     timing = time_steps(cfg, student, labeler, optimizer, batches, args.warmup, args.amp, device)
     step, base = timing["step_sections_s"], timing["unavoidable_sections_s"]

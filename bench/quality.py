@@ -339,22 +339,22 @@ def run_folder(work_dir, dataset, arm, seed):
 SCRATCH_REGIME = "scratch_10pct"  # this script's regime: random initial weights, 10 % labeled
 
 
-def previous_block(results_dir, dataset, key):
-    """A dataset's ``key`` block in the current quality.json ({} if none): rewriting the file keeps
+def recorded_datasets(results_dir):
+    """The ``datasets`` blocks of the current quality.json ({} if none): rewriting the file keeps
     the runs recorded there and the regimes bench/regimes.py writes."""
     path = os.path.join(results_dir, "quality.json")
     if not os.path.exists(path):
         return {}
     with open(path) as f:
-        return json.load(f).get("datasets", {}).get(dataset, {}).get(key, {})
+        return json.load(f).get("datasets", {})
 
 
-def collect(work_dir, dataset, results_dir):
-    """Every finished run of a dataset: those under the work dir, and those recorded in the
-    current quality.json that the work dir lacks (runs of other machines or sessions).
+def collect(work_dir, dataset, recorded_arms):
+    """Every finished run of a dataset: those under the work dir, and those of ``recorded_arms``
+    (the result file's) that the work dir lacks (runs of other machines or sessions).
     Returns {arm: {seed: run}}."""
     root = os.path.join(work_dir, dataset)
-    runs = {arm: dict(block["seeds"]) for arm, block in previous_block(results_dir, dataset, "arms").items()}
+    runs = {arm: dict(block["seeds"]) for arm, block in recorded_arms.items()}
     for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
         arm, _, seed = name.partition("_seed")
         arm = LEGACY_ARM_NAMES.get(arm, arm)
@@ -366,10 +366,10 @@ def collect(work_dir, dataset, results_dir):
 
 
 def write_results(args):
-    datasets = {}
+    datasets, previous = {}, recorded_datasets(args.results)
     for dataset in DATASETS:
-        runs = collect(args.work_dir, dataset, args.results)
-        recorded = previous_block(args.results, dataset, "arms")
+        recorded = previous.get(dataset, {}).get("arms", {})
+        runs = collect(args.work_dir, dataset, recorded)
         arms = {
             arm: {"what": ARMS[arm][0], "config": config_file(dataset, arm), "overrides": ARMS[arm][2],
                   "seeds": done, "mean": summarise(done)}
@@ -382,7 +382,7 @@ def write_results(args):
             if phases and arm not in SUPERVISED:
                 arms[arm][key] = phases
         if arms:
-            regimes = {**previous_block(args.results, dataset, "regimes"), SCRATCH_REGIME: gap_figures(arms)}
+            regimes = {**previous.get(dataset, {}).get("regimes", {}), SCRATCH_REGIME: gap_figures(arms)}
             datasets[dataset] = {**dataset_summary(arms), "regimes": regimes, "arms": arms}
     shapes = datasets.get("shapes", {})
     top = {k: shapes[k] for k in ("ratio", "gap_closed") if k in shapes}

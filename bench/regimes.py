@@ -252,6 +252,22 @@ def recorded_runs(results_dir):
         return {d: runs_of(block) for d, block in json.load(f).get("datasets", {}).items()}
 
 
+def train(regimes, args, runs, jobs):
+    """Train (dataset, run name, arm, percent, seed) jobs, --parallel at once, rewriting the result
+    files after each; a failed run is reported and the others go on."""
+
+    def one(job):
+        dataset, name, arm, percent, seed = job
+        try:
+            regimes[dataset].run(name, arm, percent, seed)
+        except Exception as e:  # noqa: BLE001 - one failed run must not stop the others
+            print(f"[regimes] {dataset} {name} seed {seed} failed ({e}); see its log", flush=True)
+        write_results(args, runs)
+
+    with ThreadPoolExecutor(args.parallel) as pool:
+        list(pool.map(one, jobs))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", nargs="+", default=["shapes", "glyphs"], choices=list(SOURCE))
@@ -273,28 +289,16 @@ def main():
     runs = {d: recorded.get(d, {}) for d in args.dataset}
     if not args.report_only:
         regimes = {d: Regime(d, args, runs[d]) for d in args.dataset}
-
-        def train(jobs):
-            def one(job):
-                dataset, name, arm, percent, seed = job
-                try:
-                    regimes[dataset].run(name, arm, percent, seed)
-                except Exception as e:  # noqa: BLE001 - one failed run must not stop the others
-                    print(f"[regimes] {dataset} {name} seed {seed} failed ({e}); see its log", flush=True)
-                write_results(args, runs)
-
-            with ThreadPoolExecutor(args.parallel) as pool:
-                list(pool.map(one, jobs))
-
-        train([(d, twin(p), "supervised_100pct" if p == 100 else "supervised_10pct", p, s)
-               for s in args.seeds for p in sorted(args.percents, key=lambda p: p != 100) for d in args.dataset])
+        train(regimes, args, runs, [(d, twin(p), "supervised_100pct" if p == 100 else "supervised_10pct", p, s)
+                                    for s in args.seeds for p in sorted(args.percents, key=lambda p: p != 100)
+                                    for d in args.dataset])
         jobs = []
         for d in args.dataset:
             choice = dataset_result(d, runs[d], args.percents, args)["choice"]
             if choice:
                 p = choice["percent"]
                 jobs += [(d, f"{arm}_{p:g}pct", arm, p, s) for s in args.seeds for arm in args.arms]
-        train(jobs)
+        train(regimes, args, runs, jobs)
     write_results(args, runs)
 
 

@@ -53,7 +53,8 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
         """
         if not self.training or unlabeled is None:
             return super().forward(batched_inputs)
-        if self.one_pass_student and _has_pseudo_boxes(unlabeled):
+        if self.one_pass_student and _has_pseudo_boxes(unlabeled["rpn_targets"], unlabeled["cls_targets"],
+                                                       unlabeled["reg_targets"]):
             losses, unsupervised = self._one_pass_losses(batched_inputs, unlabeled)
         else:
             losses = super().forward(batched_inputs)
@@ -63,7 +64,7 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
 
     def unsupervised_losses(self, images, rpn_targets, cls_targets, reg_targets, background_probs, statistics=None):
         """The unsupervised losses of the strong views ``images`` in a pass of their own."""
-        if not _has_pseudo_boxes({"rpn_targets": rpn_targets, "cls_targets": cls_targets, "reg_targets": reg_targets}):
+        if not _has_pseudo_boxes(rpn_targets, cls_targets, reg_targets):
             return self._no_unsupervised_losses(reg_targets is not None)
         images = self.preprocess_image(images)
         features = self.backbone(images.tensor)
@@ -105,8 +106,6 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
         return {name: torch.zeros((), device=self.device) for name in names}
 
 
-def _has_pseudo_boxes(unlabeled):
-    branches = [unlabeled["rpn_targets"], unlabeled["cls_targets"]]
-    if unlabeled["reg_targets"] is not None:
-        branches.append(unlabeled["reg_targets"])
+def _has_pseudo_boxes(rpn_targets, cls_targets, reg_targets):
+    branches = [rpn_targets, cls_targets] + ([reg_targets] if reg_targets is not None else [])
     return any(len(t) for targets in branches for t in targets)

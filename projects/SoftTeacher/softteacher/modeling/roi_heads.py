@@ -34,7 +34,19 @@ def weighted_cross_entropy(scores, gt_classes, weights, focal_gamma=0.0):
 class WeightedFastRCNNOutputLayers(FastRCNNOutputLayers):
     """``FastRCNNOutputLayers`` with a per-sample weighted classification loss."""
 
-    focal_gamma = 0.0  # the unlabeled loss's focusing (SEMI.UNSUP_CLS_FOCAL_GAMMA)
+    @configurable
+    def __init__(self, input_shape, *, focal_gamma=0.0, **kwargs):
+        """
+        Args:
+            focal_gamma: focal loss's gamma for the weighted (unlabeled) loss (0: cross-entropy, as
+                published; Unbiased Teacher's pseudo-label loss uses 1.5).
+        """
+        super().__init__(input_shape, **kwargs)
+        self.focal_gamma = focal_gamma
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        return {**super().from_config(cfg, input_shape), "focal_gamma": cfg.SEMI.UNSUP_CLS_FOCAL_GAMMA}
 
     def weighted_cls_loss(self, scores, gt_classes, weights):
         return weighted_cross_entropy(scores, gt_classes, weights, self.focal_gamma)
@@ -62,17 +74,14 @@ class PseudoBoxesFirstMatcher:
 @ROI_HEADS_REGISTRY.register()
 class SoftTeacherROIHeads(StandardROIHeads):
     @configurable
-    def __init__(self, *, soft_background_weight=True, unsup_focal_gamma=0.0, **kwargs):
+    def __init__(self, *, soft_background_weight=True, **kwargs):
         """
         Args:
             soft_background_weight: weight background samples by the teacher's background
                 probability (False: weight 1, a plain pseudo-label loss, for ablations).
-            unsup_focal_gamma: focal loss's gamma for the unlabeled classification loss (0: cross-
-                entropy, as published; Unbiased Teacher's pseudo-label loss uses 1.5).
         """
         super().__init__(**kwargs)
         self.soft_background_weight = soft_background_weight
-        self.box_predictor.focal_gamma = unsup_focal_gamma
         self.proposal_matcher = PseudoBoxesFirstMatcher(self.proposal_matcher)
 
     def label_and_sample_proposals(self, proposals, targets):
@@ -86,7 +95,6 @@ class SoftTeacherROIHeads(StandardROIHeads):
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
         ret["soft_background_weight"] = cfg.SEMI.SOFT_BG_WEIGHT
-        ret["unsup_focal_gamma"] = cfg.SEMI.UNSUP_CLS_FOCAL_GAMMA
         return ret
 
     @classmethod
