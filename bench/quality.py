@@ -48,6 +48,7 @@ SEMI_CONFIG = "soft_teacher_R18_FPN_10pct.yaml"
 PLUS_CONFIG = "soft_teacher_plus_no_box_jitter_R18_FPN_10pct.yaml"
 ADAPTIVE_JITTER = ["SEMI.ADAPTIVE_REG_UNCERTAINTY_THRESH.ENABLED", "True"]
 IGNORE_UNCERTAIN = ["SEMI.IGNORE_UNCERTAIN", "True", "MODEL.PROPOSAL_GENERATOR.NAME", "PseudoLabelRPN"]
+PREDICTION_GUIDED = ["SEMI.PREDICTION_GUIDED_ASSIGNMENT.ENABLED", "True"]
 PLUS = "plus_no_box_jitter"
 ARMS = {
     "supervised_10pct": ("supervised, 10 % labeled", "supervised_R18_FPN_10pct.yaml", []),
@@ -81,6 +82,9 @@ ARMS = {
                       ["SEMI.UNSUP_CLS_FOCAL_GAMMA", "1.5"]),
     f"{PLUS}_strong_scales": (f"{PLUS} with strong views of their own scale (short side 96-160, the weak 128)",
                               PLUS_CONFIG, ["INPUT.STRONG.MIN_SIZE_TRAIN", "(96, 160)"]),
+    "soft_teacher_pla": ("soft_teacher with PseCo's prediction-guided label assignment and consistency voting",
+                         SEMI_CONFIG, PREDICTION_GUIDED + ["SEMI.CONSISTENCY_VOTING", "True"]),
+    f"{PLUS}_pla": (f"{PLUS} with PseCo's prediction-guided label assignment", PLUS_CONFIG, PREDICTION_GUIDED),
     "soft_teacher_alpha_0": ("soft_teacher with alpha 0: supervised training with an EMA teacher", SEMI_CONFIG,
                              ["SEMI.UNSUP_WEIGHT", "0.0"]),
     "adaptive_box_jitter": ("soft_teacher with adaptive box jitter: the less uncertain half of the confident "

@@ -292,13 +292,9 @@ def main():
         train(regimes, args, runs, [(d, twin(p), "supervised_100pct" if p == 100 else "supervised_10pct", p, s)
                                     for s in args.seeds for p in sorted(args.percents, key=lambda p: p != 100)
                                     for d in args.dataset])
-        jobs = []
-        for d in args.dataset:
-            choice = dataset_result(d, runs[d], args.percents, args)["choice"]
-            if choice:
-                p = choice["percent"]
-                jobs += [(d, f"{arm}_{p:g}pct", arm, p, s) for s in args.seeds for arm in args.arms]
-        train(regimes, args, runs, jobs)
+        chosen = {d: dataset_result(d, runs[d], args.percents, args)["choice"] for d in args.dataset}
+        train(regimes, args, runs, [(d, f"{arm}_{chosen[d]['percent']:g}pct", arm, chosen[d]["percent"], s)
+                                    for s in args.seeds for arm in args.arms for d in args.dataset if chosen[d]])
     write_results(args, runs)
 
 

@@ -91,10 +91,20 @@ def test_a_semi_supervised_config_with_a_plain_model_is_refused_by_name():
     ("SOLVER.IMS_PER_BATCH_LABELED", "-1", "SOLVER.IMS_PER_BATCH_LABELED = -1"),
     ("MODEL.ROI_HEADS.NAME", "SoftTeacherHeads", "MODEL.ROI_HEADS.NAME = 'SoftTeacherHeads': expected a registered"),
     ("DATASETS.TRAIN_UNLABELED", "('shapes_trian',)", "DATASETS.TRAIN_UNLABELED = 'shapes_trian'"),
+    ("SEMI.PREDICTION_GUIDED_ASSIGNMENT.IOU_THRESH", "0.0",
+     "SEMI.PREDICTION_GUIDED_ASSIGNMENT.IOU_THRESH = 0.0: expected an IoU in (0, 1]"),
+    ("SEMI.PREDICTION_GUIDED_ASSIGNMENT.CANDIDATE_TOPK", "0", "SEMI.PREDICTION_GUIDED_ASSIGNMENT.CANDIDATE_TOPK = 0"),
 ])
 def test_a_bad_value_stops_at_start_naming_the_key_and_the_value(key, value, message):
     cfg = load_config(config_path("Shapes", "soft_teacher_R18_FPN_10pct.yaml"), [key, value])
     with pytest.raises(ValueError, match=re.escape(message)):
+        validate_softteacher_config(cfg)
+
+
+def test_consistency_voting_with_a_regression_loss_it_cannot_weight_stops_at_start():
+    cfg = load_config(config_path("Shapes", "soft_teacher_R18_FPN_10pct.yaml"),
+                      ["SEMI.CONSISTENCY_VOTING", "True", "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE", "giou"])
+    with pytest.raises(ValueError, match=re.escape("MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE = 'giou'")):
         validate_softteacher_config(cfg)
 
 

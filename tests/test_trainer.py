@@ -58,9 +58,9 @@ def test_the_student_learns_only_from_teacher_boxes_mapped_into_its_view(tiny_se
     seen = {}
     original = student.roi_heads.unsupervised_losses
 
-    def spy(features, proposals, cls_targets, reg_targets, background_probs, statistics):
+    def spy(features, proposals, cls_targets, reg_targets, *rest):
         seen.update(cls=cls_targets, reg=reg_targets)
-        return original(features, proposals, cls_targets, reg_targets, background_probs, statistics)
+        return original(features, proposals, cls_targets, reg_targets, *rest)
 
     student.roi_heads.unsupervised_losses = spy
     with EventStorage(0):

@@ -102,6 +102,19 @@ def add_softteacher_config(cfg):
     # entropy, as published; Unbiased Teacher, Liu et al. 2021, uses 1.5 against pseudo-labels'
     # class imbalance)
     cfg.SEMI.UNSUP_CLS_FOCAL_GAMMA = 0.0
+    # Opt-in, PseCo's (Li et al., ECCV 2022, section 3.2): the unlabeled ROI samples are labelled by
+    # the teacher's predictions on them: a proposal is a candidate of the pseudo-box its teacher-
+    # refined box overlaps most, by at least IOU_THRESH; each pseudo-box keeps its k best candidates
+    # by sqrt(IoU * teacher score), k = the sum of its CANDIDATE_TOPK largest IoUs; the rest is
+    # background
+    cfg.SEMI.PREDICTION_GUIDED_ASSIGNMENT = CN()
+    cfg.SEMI.PREDICTION_GUIDED_ASSIGNMENT.ENABLED = False
+    cfg.SEMI.PREDICTION_GUIDED_ASSIGNMENT.IOU_THRESH = 0.4
+    cfg.SEMI.PREDICTION_GUIDED_ASSIGNMENT.CANDIDATE_TOPK = 12
+    # PseCo's positive-proposal consistency voting: each unlabeled foreground sample's box regression
+    # is weighted by the mean IoU of the student's boxes of that pseudo-box's samples with it
+    # (needs MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE "smooth_l1")
+    cfg.SEMI.CONSISTENCY_VOTING = False
     # which models EvalHook evaluates during training; the first is used by --eval-only
     cfg.SEMI.EVAL_MODELS = ("teacher", "student")
     # every this many iterations, the teacher's pseudo-labels on VIS_IMAGES unlabeled images are
@@ -212,6 +225,15 @@ def validate_softteacher_config(cfg):
     _check(semi.UNSUP_WEIGHT >= 0, "SEMI.UNSUP_WEIGHT", semi.UNSUP_WEIGHT, "a non-negative alpha")
     _check(semi.UNSUP_CLS_FOCAL_GAMMA >= 0, "SEMI.UNSUP_CLS_FOCAL_GAMMA", semi.UNSUP_CLS_FOCAL_GAMMA,
            "a non-negative focusing gamma")
+    pla = semi.PREDICTION_GUIDED_ASSIGNMENT
+    _check(0.0 < pla.IOU_THRESH <= 1.0, "SEMI.PREDICTION_GUIDED_ASSIGNMENT.IOU_THRESH", pla.IOU_THRESH,
+           "an IoU in (0, 1]")
+    _check(pla.CANDIDATE_TOPK >= 1, "SEMI.PREDICTION_GUIDED_ASSIGNMENT.CANDIDATE_TOPK", pla.CANDIDATE_TOPK,
+           "a positive number of candidates")
+    if semi.CONSISTENCY_VOTING:
+        loss_type = cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE
+        _check(loss_type == "smooth_l1", "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE", loss_type,
+               '"smooth_l1" with SEMI.CONSISTENCY_VOTING (its weights apply to smooth L1 regression)')
     _check(0.0 < semi.EMA_MOMENTUM < 1.0, "SEMI.EMA_MOMENTUM", semi.EMA_MOMENTUM, "a momentum in (0, 1)")
     _check(semi.JITTER_TIMES >= 2, "SEMI.JITTER_TIMES", semi.JITTER_TIMES, "at least 2 jittered copies (a std)")
     _check(semi.JITTER_SCALE > 0, "SEMI.JITTER_SCALE", semi.JITTER_SCALE, "a positive fraction of the box size")

@@ -46,7 +46,7 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
             unlabeled: None, or the pseudo-labelled strong views as made by
                 :class:`softteacher.modeling.PseudoLabeler` (``images``, ``rpn_targets``,
                 ``cls_targets``, ``reg_targets``, ``background_probs``, ``statistics``: a dict the
-                ROI heads add their statistics to).
+                ROI heads add their statistics to, ``teacher_predictions``).
         Returns:
             in training, supervised losses and, with ``unlabeled``, the unsupervised ones with
             an ``unsup_`` prefix (unweighted).
@@ -62,20 +62,21 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
         losses.update({f"unsup_{name}": value for name, value in unsupervised.items()})
         return losses
 
-    def unsupervised_losses(self, images, rpn_targets, cls_targets, reg_targets, background_probs, statistics=None):
+    def unsupervised_losses(self, images, rpn_targets, cls_targets, reg_targets, background_probs, statistics=None,
+                            teacher_predictions=None):
         """The unsupervised losses of the strong views ``images`` in a pass of their own."""
         if not _has_pseudo_boxes(rpn_targets, cls_targets, reg_targets):
             return self._no_unsupervised_losses(reg_targets is not None)
         images = self.preprocess_image(images)
         features = self.backbone(images.tensor)
         return self._strong_view_losses(images, features, rpn_targets, cls_targets, reg_targets, background_probs,
-                                        statistics)
+                                        statistics, teacher_predictions)
 
     def _strong_view_losses(self, images, features, rpn_targets, cls_targets, reg_targets, background_probs,
-                            statistics=None):
+                            statistics=None, teacher_predictions=None):
         proposals, rpn_losses = self.proposal_generator(images, features, rpn_targets)
         roi_losses = self.roi_heads.unsupervised_losses(
-            features, proposals, cls_targets, reg_targets, background_probs, statistics
+            features, proposals, cls_targets, reg_targets, background_probs, statistics, teacher_predictions
         )
         return {**rpn_losses, **roi_losses}
 

@@ -65,6 +65,17 @@ class TeacherBoxHead:
         scores, _ = self.roi_heads.box_predictions(self.features, [Boxes(b) for b in boxes_per_image])
         return F.softmax(scores.float(), dim=-1)[:, -1]
 
+    def predict(self, boxes_per_image):
+        """Class probabilities (R, K + 1) of every box, and the box refined for its most probable
+        object class (one ROI-head call)."""
+        scores, deltas = self.roi_heads.box_predictions(self.features, [Boxes(b) for b in boxes_per_image])
+        probs = F.softmax(scores.float(), dim=-1)
+        boxes = cat(boxes_per_image)
+        if deltas.shape[1] > 4:  # class-specific regression
+            deltas = deltas.view(len(boxes), -1, 4)[torch.arange(len(boxes), device=boxes.device),
+                                                   probs[:, :-1].argmax(dim=1)]
+        return probs, self.roi_heads.box_predictor.box2box_transform.apply_deltas(deltas.float(), boxes)
+
 
 class PseudoLabeler:
     """Turns a batch of weak/strong pairs into the student's unlabeled inputs and targets."""
@@ -210,14 +221,24 @@ class PseudoLabeler:
         strong_to_weak = torch.linalg.inv(weak_to_strong)
         weak_sizes = torch.as_tensor(head.image_sizes, device=boxes.device, dtype=torch.float64)
 
+        def to_weak(boxes_per_image):
+            counts = [len(b) for b in boxes_per_image]
+            index = image_index(counts, boxes.device)
+            heights, widths = weak_sizes[index].unbind(1)
+            return map_boxes(strong_to_weak[index], cat(boxes_per_image).double(), heights, widths).float(), index
+
         def background_probs(samples):
             """Teacher background probability of the student's sampled (strong-view) boxes."""
-            sample_boxes = cat([s.proposal_boxes.tensor for s in samples])
-            sample_counts = [len(s) for s in samples]
-            index = image_index(sample_counts, boxes.device)
-            heights, widths = weak_sizes[index].unbind(1)
-            weak_boxes = map_boxes(strong_to_weak[index], sample_boxes.double(), heights, widths).float()
-            return head.background_probs(weak_boxes.split(sample_counts))
+            weak_boxes, _ = to_weak([s.proposal_boxes.tensor for s in samples])
+            return head.background_probs(weak_boxes.split([len(s) for s in samples]))
+
+        def teacher_predictions(boxes_per_image):
+            """The teacher's class probabilities of strong-view boxes, and its refined boxes mapped
+            back into the strong view."""
+            weak_boxes, index = to_weak(boxes_per_image)
+            probs, refined = head.predict(weak_boxes.split([len(b) for b in boxes_per_image]))
+            heights, widths = strong_sizes[index].unbind(1)
+            return probs, map_boxes(weak_to_strong[index], refined.double(), heights, widths).float()
 
         inputs = {
             "images": [u["strong"] for u in unlabeled],
@@ -225,6 +246,7 @@ class PseudoLabeler:
             "cls_targets": targets["cls"],
             "reg_targets": targets.get("reg"),
             "background_probs": background_probs,
+            "teacher_predictions": teacher_predictions,
             "statistics": {} if statistics else None,
         }
         if not statistics:
