@@ -49,6 +49,7 @@ PLUS_CONFIG = "soft_teacher_plus_no_box_jitter_R18_FPN_10pct.yaml"
 ADAPTIVE_JITTER = ["SEMI.ADAPTIVE_REG_UNCERTAINTY_THRESH.ENABLED", "True"]
 IGNORE_UNCERTAIN = ["SEMI.IGNORE_UNCERTAIN", "True", "MODEL.PROPOSAL_GENERATOR.NAME", "PseudoLabelRPN"]
 PREDICTION_GUIDED = ["SEMI.PREDICTION_GUIDED_ASSIGNMENT.ENABLED", "True"]
+PSEUDO_MIXING = ["SEMI.PSEUDO_MIXING.MOSAIC", "True", "SEMI.PSEUDO_MIXING.MIXUP", "True"]
 PLUS = "plus_no_box_jitter"
 ARMS = {
     "supervised_10pct": ("supervised, 10 % labeled", "supervised_R18_FPN_10pct.yaml", []),
@@ -85,6 +86,9 @@ ARMS = {
     "soft_teacher_pla": ("soft_teacher with PseCo's prediction-guided label assignment and consistency voting",
                          SEMI_CONFIG, PREDICTION_GUIDED + ["SEMI.CONSISTENCY_VOTING", "True"]),
     f"{PLUS}_pla": (f"{PLUS} with PseCo's prediction-guided label assignment", PLUS_CONFIG, PREDICTION_GUIDED),
+    "soft_teacher_mixpl": ("soft_teacher with MixPL's mixed pseudo-labels (a mosaic and mixups of cached views)",
+                           SEMI_CONFIG, PSEUDO_MIXING),
+    f"{PLUS}_mixpl": (f"{PLUS} with MixPL's mixed pseudo-labels", PLUS_CONFIG, PSEUDO_MIXING),
     "soft_teacher_alpha_0": ("soft_teacher with alpha 0: supervised training with an EMA teacher", SEMI_CONFIG,
                              ["SEMI.UNSUP_WEIGHT", "0.0"]),
     "adaptive_box_jitter": ("soft_teacher with adaptive box jitter: the less uncertain half of the confident "

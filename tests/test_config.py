@@ -94,10 +94,19 @@ def test_a_semi_supervised_config_with_a_plain_model_is_refused_by_name():
     ("SEMI.PREDICTION_GUIDED_ASSIGNMENT.IOU_THRESH", "0.0",
      "SEMI.PREDICTION_GUIDED_ASSIGNMENT.IOU_THRESH = 0.0: expected an IoU in (0, 1]"),
     ("SEMI.PREDICTION_GUIDED_ASSIGNMENT.CANDIDATE_TOPK", "0", "SEMI.PREDICTION_GUIDED_ASSIGNMENT.CANDIDATE_TOPK = 0"),
+    ("SEMI.PSEUDO_MIXING.MOSAIC_SCALE", "(0.6, 0.4)", "SEMI.PSEUDO_MIXING.MOSAIC_SCALE = (0.6, 0.4)"),
+    ("SEMI.PSEUDO_MIXING.MIXUP_WEIGHT", "-1.0", "SEMI.PSEUDO_MIXING.MIXUP_WEIGHT = -1.0: expected a non-negative"),
 ])
 def test_a_bad_value_stops_at_start_naming_the_key_and_the_value(key, value, message):
     cfg = load_config(config_path("Shapes", "soft_teacher_R18_FPN_10pct.yaml"), [key, value])
     with pytest.raises(ValueError, match=re.escape(message)):
+        validate_softteacher_config(cfg)
+
+
+def test_a_mosaic_needs_four_cached_views():
+    cfg = load_config(config_path("Shapes", "soft_teacher_R18_FPN_10pct.yaml"),
+                      ["SEMI.PSEUDO_MIXING.MOSAIC", "True", "SEMI.PSEUDO_MIXING.CACHE_SIZE", "3"])
+    with pytest.raises(ValueError, match=re.escape("SEMI.PSEUDO_MIXING.CACHE_SIZE = 3: expected at least 4")):
         validate_softteacher_config(cfg)
 
 

@@ -115,6 +115,18 @@ def add_softteacher_config(cfg):
     # is weighted by the mean IoU of the student's boxes of that pseudo-box's samples with it
     # (needs MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE "smooth_l1")
     cfg.SEMI.CONSISTENCY_VOTING = False
+    # Opt-in, MixPL's (Chen et al., arXiv 2312.07006) mixed pseudo-labels: the last CACHE_SIZE
+    # pseudo-labelled strong views are cached; each step the student also learns from a MOSAIC of
+    # four of them (each shrunk by a factor drawn from MOSAIC_SCALE) and from a MIXUP of each strong
+    # view with a cached one, each pass a loss of its own (weight 1 for background: the teacher
+    # never saw these images) times its WEIGHT
+    cfg.SEMI.PSEUDO_MIXING = CN()
+    cfg.SEMI.PSEUDO_MIXING.MOSAIC = False
+    cfg.SEMI.PSEUDO_MIXING.MIXUP = False
+    cfg.SEMI.PSEUDO_MIXING.CACHE_SIZE = 8
+    cfg.SEMI.PSEUDO_MIXING.MOSAIC_SCALE = (0.4, 0.6)
+    cfg.SEMI.PSEUDO_MIXING.MOSAIC_WEIGHT = 0.5
+    cfg.SEMI.PSEUDO_MIXING.MIXUP_WEIGHT = 0.5
     # which models EvalHook evaluates during training; the first is used by --eval-only
     cfg.SEMI.EVAL_MODELS = ("teacher", "student")
     # every this many iterations, the teacher's pseudo-labels on VIS_IMAGES unlabeled images are
@@ -230,6 +242,14 @@ def validate_softteacher_config(cfg):
            "an IoU in (0, 1]")
     _check(pla.CANDIDATE_TOPK >= 1, "SEMI.PREDICTION_GUIDED_ASSIGNMENT.CANDIDATE_TOPK", pla.CANDIDATE_TOPK,
            "a positive number of candidates")
+    mixing = semi.PSEUDO_MIXING
+    _check(mixing.CACHE_SIZE >= (4 if mixing.MOSAIC else 1), "SEMI.PSEUDO_MIXING.CACHE_SIZE", mixing.CACHE_SIZE,
+           "at least 4 cached views with MOSAIC (a mosaic has four), at least 1 otherwise")
+    scale = tuple(mixing.MOSAIC_SCALE)
+    _check(len(scale) == 2 and 0.0 < scale[0] <= scale[1], "SEMI.PSEUDO_MIXING.MOSAIC_SCALE", mixing.MOSAIC_SCALE,
+           "(low, high) with 0 < low <= high")
+    for key in ("MOSAIC_WEIGHT", "MIXUP_WEIGHT"):
+        _check(mixing[key] >= 0, f"SEMI.PSEUDO_MIXING.{key}", mixing[key], "a non-negative loss weight")
     if semi.CONSISTENCY_VOTING:
         loss_type = cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE
         _check(loss_type == "smooth_l1", "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE", loss_type,

@@ -21,6 +21,8 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import ImageList
 from detectron2.utils.events import get_event_storage
 
+from .pseudo_mixing import hard_background
+
 
 @META_ARCH_REGISTRY.register()
 class SemiSupervisedRCNN(GeneralizedRCNN):
@@ -46,13 +48,16 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
             unlabeled: None, or the pseudo-labelled strong views as made by
                 :class:`softteacher.modeling.PseudoLabeler` (``images``, ``rpn_targets``,
                 ``cls_targets``, ``reg_targets``, ``background_probs``, ``statistics``: a dict the
-                ROI heads add their statistics to, ``teacher_predictions``).
+                ROI heads add their statistics to, ``teacher_predictions``, and ``mixed``: views
+                made by :class:`softteacher.modeling.pseudo_mixing.PseudoLabelMixer`).
         Returns:
             in training, supervised losses and, with ``unlabeled``, the unsupervised ones with
             an ``unsup_`` prefix (unweighted).
         """
         if not self.training or unlabeled is None:
             return super().forward(batched_inputs)
+        unlabeled = dict(unlabeled)
+        mixed = unlabeled.pop("mixed", {})
         if self.one_pass_student and _has_pseudo_boxes(unlabeled["rpn_targets"], unlabeled["cls_targets"],
                                                        unlabeled["reg_targets"]):
             losses, unsupervised = self._one_pass_losses(batched_inputs, unlabeled)
@@ -60,6 +65,11 @@ class SemiSupervisedRCNN(GeneralizedRCNN):
             losses = super().forward(batched_inputs)
             unsupervised = self.unsupervised_losses(**unlabeled)
         losses.update({f"unsup_{name}": value for name, value in unsupervised.items()})
+        for kind, inputs in mixed.items():  # mixed pseudo-labelled views, each pass its own loss
+            inputs = dict(inputs)
+            weight = inputs.pop("weight")
+            mixed_losses = self.unsupervised_losses(**inputs, background_probs=hard_background)
+            losses.update({f"unsup_{kind}_{name}": value * weight for name, value in mixed_losses.items()})
         return losses
 
     def unsupervised_losses(self, images, rpn_targets, cls_targets, reg_targets, background_probs, statistics=None,

@@ -24,6 +24,7 @@ from ..structures import image_index, map_boxes, turned, where_per_group
 from .box_jitter import jitter_uncertainty
 from .pseudo_label_stats import pseudo_label_statistics
 from .pseudo_label_thresholds import BRANCHES, PseudoLabelThresholds, box_targets, ignored_regions, with_ignored
+from .pseudo_mixing import PseudoLabelMixer
 
 
 @contextlib.contextmanager
@@ -81,7 +82,8 @@ class PseudoLabeler:
     """Turns a batch of weak/strong pairs into the student's unlabeled inputs and targets."""
 
     @configurable
-    def __init__(self, teacher, *, thresholds, jitter_times, jitter_scale, box_jitter=True, class_names=None):
+    def __init__(self, teacher, *, thresholds, jitter_times, jitter_scale, box_jitter=True, class_names=None,
+                 mixer=None):
         """
         Args:
             teacher: the EMA teacher (a :class:`SemiSupervisedRCNN` in eval mode).
@@ -89,6 +91,7 @@ class PseudoLabeler:
                 given here to override the config's (e.g. ``ignore_uncertain=False``).
             jitter_times, jitter_scale: box jitter's copies per box and their offset scale.
             box_jitter: measure jitter uncertainty and train box regression on pseudo-boxes.
+            mixer: a :class:`PseudoLabelMixer` that also gives the student mixed views, or None.
         """
         self.teacher = teacher
         self.thresholds = thresholds
@@ -96,6 +99,7 @@ class PseudoLabeler:
         self.jitter_scale = jitter_scale
         self.box_jitter = box_jitter
         self.class_names = class_names
+        self.mixer = mixer
 
     @classmethod
     def from_config(cls, cfg, teacher, **threshold_overrides):
@@ -108,6 +112,7 @@ class PseudoLabeler:
             "jitter_scale": cfg.SEMI.JITTER_SCALE,
             "box_jitter": cfg.SEMI.BOX_JITTER,
             "class_names": dataset_class_names(cfg),
+            "mixer": PseudoLabelMixer.from_config(cfg),
         }
 
     @torch.no_grad()
@@ -249,6 +254,8 @@ class PseudoLabeler:
             "teacher_predictions": teacher_predictions,
             "statistics": {} if statistics else None,
         }
+        if self.mixer is not None:
+            inputs["mixed"] = self.mixer([u["strong"]["image"] for u in unlabeled], targets)
         if not statistics:
             return inputs, {}
         stats = pseudo_label_statistics(

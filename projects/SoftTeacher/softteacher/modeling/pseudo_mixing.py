@@ -1,0 +1,156 @@
+"""Mixed pseudo-labels (MixPL: Chen et al., "Mixed Pseudo Labels for Semi-Supervised Object
+Detection", arXiv 2312.07006), opt-in with ``SEMI.PSEUDO_MIXING``.
+
+Pseudo-labelling misses small objects most, as the teacher sees them at their own small scale.
+The student's pseudo-labelled strong views of the last steps are cached with their targets; each
+step the student also learns from
+
+- a mosaic: four cached views, each shrunk by a factor drawn from ``mosaic_scale`` and flipped at
+  random, around a centre point (the teacher labelled them at full size, the student sees them
+  small);
+- mixups: each of this step's strong views averaged (0.5 / 0.5) with a cached view resized to fit
+  it, the targets of both kept.
+
+The teacher never saw these images, so their background samples get weight 1 (no soft teacher
+weights) and regression targets pass as they are. MixPL's own model trains its main unlabeled loss
+on the mixups; here the published Soft Teacher loss stays, and each mixed pass adds its own loss
+(weighted, as MixPL weights its mosaic loss).
+"""
+
+import random
+
+import torch
+import torch.nn.functional as F
+from detectron2.structures import Boxes, Instances
+
+
+def _with_boxes(targets, boxes, image_size):
+    out = Instances(image_size)
+    out.gt_boxes = Boxes(boxes)
+    out.gt_classes = targets.gt_classes
+    return out
+
+
+def transformed(view, scale=1.0, flip=False):
+    """A cached view (``image`` CHW, ``targets`` {branch: ``Instances``}) resized by ``scale`` and
+    flipped horizontally; boxes move with the pixels."""
+    image = view["image"].float()
+    if scale != 1.0:
+        image = F.interpolate(image[None], scale_factor=scale, mode="bilinear", align_corners=False,
+                              recompute_scale_factor=False)[0]
+    h, w = image.shape[1:]
+    scale_x, scale_y = w / view["image"].shape[2], h / view["image"].shape[1]
+    targets = {}
+    for branch, t in view["targets"].items():
+        boxes = t.gt_boxes.tensor * torch.tensor([scale_x, scale_y, scale_x, scale_y], device=t.gt_boxes.device)
+        if flip:
+            boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], dim=1)
+        targets[branch] = _with_boxes(t, boxes, (h, w))
+    return {"image": image.flip(-1) if flip else image, "targets": targets}
+
+
+def shifted(view, dx, dy, image_size):
+    """The targets of a view placed at (dx, dy) of an image of ``image_size``."""
+    offset = torch.tensor([dx, dy, dx, dy], dtype=torch.float32)
+    return {b: _with_boxes(t, t.gt_boxes.tensor + offset.to(t.gt_boxes.device), image_size)
+            for b, t in view["targets"].items()}
+
+
+def concatenated(target_lists):
+    return {b: Instances.cat([targets[b] for targets in target_lists]) for b in target_lists[0]}
+
+
+def mosaic(views):
+    """Four views around a centre point: top-left, top-right, bottom-left, bottom-right, each
+    against the centre, on a zero canvas of twice the largest view's size."""
+    h = max(v["image"].shape[1] for v in views)
+    w = max(v["image"].shape[2] for v in views)
+    canvas = views[0]["image"].new_zeros((views[0]["image"].shape[0], 2 * h, 2 * w))
+    placed = []
+    for i, v in enumerate(views):
+        vh, vw = v["image"].shape[1:]
+        x = w - vw if i % 2 == 0 else w
+        y = h - vh if i < 2 else h
+        canvas[:, y:y + vh, x:x + vw] = v["image"]
+        placed.append(shifted(v, x, y, (2 * h, 2 * w)))
+    return {"image": canvas, "targets": concatenated(placed)}
+
+
+def mixup(dst, src, dst_offset=(0, 0), src_offset=(0, 0)):
+    """0.5 * dst + 0.5 * src, each at its offset on a canvas of the larger height and width."""
+    dh, dw = dst["image"].shape[1:]
+    sh, sw = src["image"].shape[1:]
+    size = (max(dh, sh), max(dw, sw))
+    canvas = dst["image"].new_zeros((dst["image"].shape[0], *size))
+    (dx, dy), (sx, sy) = dst_offset, src_offset
+    canvas[:, dy:dy + dh, dx:dx + dw] += 0.5 * dst["image"]
+    canvas[:, sy:sy + sh, sx:sx + sw] += 0.5 * src["image"].to(canvas.dtype)
+    return {"image": canvas, "targets": concatenated([shifted(dst, dx, dy, size), shifted(src, sx, sy, size)])}
+
+
+def hard_background(samples):
+    """Weight 1 for every background sample: the teacher never saw a mixed image."""
+    return torch.ones(sum(len(s) for s in samples), device=samples[0].proposal_boxes.device)
+
+
+def _random_offset(canvas_size, size):
+    return random.randint(0, canvas_size[1] - size[1]), random.randint(0, canvas_size[0] - size[0])
+
+
+class PseudoLabelMixer:
+    """Caches pseudo-labelled strong views and makes the mixed views of a step from them."""
+
+    def __init__(self, *, mosaic=False, mixup=False, cache_size=8, mosaic_scale=(0.4, 0.6), mosaic_weight=0.5,
+                 mixup_weight=0.5):
+        self.use_mosaic, self.use_mixup = mosaic, mixup
+        self.cache_size = cache_size
+        self.mosaic_scale = mosaic_scale
+        self.weights = {"mosaic": mosaic_weight, "mixup": mixup_weight}
+        self.cache = []
+
+    @classmethod
+    def from_config(cls, cfg):
+        """The mixer a config asks for, or None."""
+        mixing = cfg.SEMI.PSEUDO_MIXING
+        if not (mixing.MOSAIC or mixing.MIXUP):
+            return None
+        return cls(mosaic=mixing.MOSAIC, mixup=mixing.MIXUP, cache_size=mixing.CACHE_SIZE,
+                   mosaic_scale=tuple(mixing.MOSAIC_SCALE), mosaic_weight=mixing.MOSAIC_WEIGHT,
+                   mixup_weight=mixing.MIXUP_WEIGHT)
+
+    def __call__(self, images, targets):
+        """This step's mixed views, made from the cache before this step's views join it.
+
+        Args:
+            images: this step's strong-view images (CHW).
+            targets: {branch: per-image ``Instances``} of those images.
+        Returns:
+            {"mosaic" / "mixup": the student's inputs for ``SemiSupervisedRCNN.unsupervised_losses``
+            (``images``, ``rpn_targets``, ``cls_targets``, ``reg_targets``) and the loss ``weight``};
+            empty until the cache is full.
+        """
+        views = [{"image": image, "targets": {b: t[i] for b, t in targets.items()}} for i, image in enumerate(images)]
+        mixed = {}
+        if len(self.cache) == self.cache_size:
+            if self.use_mosaic:
+                tiles = [transformed(v, random.uniform(*self.mosaic_scale), random.random() < 0.5)
+                         for v in random.sample(self.cache, 4)]
+                mixed["mosaic"] = self._inputs("mosaic", [mosaic(tiles)])
+            if self.use_mixup:
+                mixed["mixup"] = self._inputs("mixup", [self._mixup(v) for v in views])
+        self.cache = (self.cache + views)[-self.cache_size:]
+        return mixed
+
+    def _mixup(self, dst):
+        src = random.choice(self.cache)
+        dst_size, src_size = dst["image"].shape[1:], src["image"].shape[1:]
+        src = transformed(src, min(dst_size[0] / src_size[0], dst_size[1] / src_size[1]), random.random() < 0.5)
+        src_size = src["image"].shape[1:]
+        canvas = (max(dst_size[0], src_size[0]), max(dst_size[1], src_size[1]))
+        dst = {"image": dst["image"].float(), "targets": dst["targets"]}
+        return mixup(dst, src, _random_offset(canvas, dst_size), _random_offset(canvas, src_size))
+
+    def _inputs(self, name, views):
+        targets = {f"{b}_targets": [v["targets"][b] for v in views] if b in views[0]["targets"] else None
+                   for b in ("rpn", "cls", "reg")}
+        return {"images": [{"image": v["image"]} for v in views], **targets, "weight": self.weights[name]}
