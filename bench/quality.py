@@ -126,11 +126,9 @@ def read_metrics(path):
 def evaluations(records, model):
     """[(iteration, {AP, AP50, AP75})] of one model ("teacher", "student", or "" for supervised)."""
     prefix = f"{model}/bbox/" if model else "bbox/"
-    return [
-        (r["iteration"], {m: r[prefix + m] for m in METRICS})
-        for r in records
-        if prefix + "AP" in r
-    ]
+    # a resumed run evaluates again the iterations after its last checkpoint: the later one counts
+    found = {r["iteration"]: {m: r[prefix + m] for m in METRICS} for r in records if prefix + "AP" in r}
+    return sorted(found.items())
 
 
 def config_file(dataset, arm):
@@ -161,15 +159,16 @@ def run_arm(dataset, arm, seed, out_root, extra_opts, run_name=None):
     if os.path.exists(done):
         with open(done) as f:
             return json.load(f)
-    cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file",
+    # --resume: a run stopped part-way (a session's end) continues from its last checkpoint
+    cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--resume", "--config-file",
            os.path.join(REPO, config_file(dataset, arm)), *opts, "SEED", str(seed), "OUTPUT_DIR", out_dir,
-           *extra_opts]
+           "SOLVER.CHECKPOINT_PERIOD", str(semi_eval_period(dataset)), *extra_opts]
     # the supervised twins evaluate as often as Soft Teacher does, for the curves
     if arm in SUPERVISED and "TEST.EVAL_PERIOD" not in extra_opts:
         cmd += ["TEST.EVAL_PERIOD", str(semi_eval_period(dataset))]
     print(f"[quality] {dataset} {run_name} seed {seed}: {' '.join(cmd[1:])}", flush=True)
     start = time.perf_counter()
-    with open(os.path.join(out_root, f"{run_name}_seed{seed}.log"), "w") as log:
+    with open(os.path.join(out_root, f"{run_name}_seed{seed}.log"), "a") as log:
         subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
     records = read_metrics(os.path.join(out_dir, "metrics.json"))
     models = ("",) if arm in SUPERVISED else ("teacher", "student")

@@ -125,3 +125,15 @@ def test_the_regime_is_the_fraction_nearest_two_thirds_of_the_fully_labeled_twin
         assert json.load(f)["datasets"]["shapes"]["regimes"]["pretrained_5pct"] == pytest.approx(expected, abs=1e-4)
     assert (results / "regimes_curves.png").exists()
     assert "Regime pretrained_5pct" in (results / "regimes.md").read_text()
+
+
+def test_a_resumed_runs_repeated_evaluation_counts_once_the_later_one():
+    records = [{"iteration": 799, "teacher/bbox/AP": 10.0, "teacher/bbox/AP50": 20.0, "teacher/bbox/AP75": 5.0},
+               {"iteration": 1599, "teacher/bbox/AP": 30.0, "teacher/bbox/AP50": 40.0, "teacher/bbox/AP75": 25.0},
+               {"iteration": 1200, "loss_cls": 0.3},
+               {"iteration": 799, "teacher/bbox/AP": 11.0, "teacher/bbox/AP50": 21.0, "teacher/bbox/AP75": 6.0}]
+    code = f"import json, quality; print(json.dumps(quality.evaluations({records!r}, 'teacher')))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=os.path.join(REPO, "bench"), check=True,
+                         capture_output=True, text=True).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == [
+        [799, {"AP": 11.0, "AP50": 21.0, "AP75": 6.0}], [1599, {"AP": 30.0, "AP50": 40.0, "AP75": 25.0}]]
