@@ -18,7 +18,8 @@ config and schedule; the labeled images are fold 1 of each percent, seeds change
    the order given).
 2. Choice: the percent whose twin's mean teacher AP is closest to 2/3 of the 100 % twin's (or
    ``--percent``).
-3. Arms: ``--arms`` (bench/quality.py's arms) at the chosen percent, every seed.
+3. Arms: ``--arms`` (bench/quality.py's arms; by default the published method, plus, the paper's
+   ablations, then the opt-ins of later methods) at the chosen percent, every seed.
 
 Runs go under ``output/bench/regimes/<dataset>/``; a run finished there or recorded in the result
 file is read back, not repeated. Writes ``bench/results/regimes.json`` (start, curves, choice, arms
@@ -46,7 +47,9 @@ from softteacher.datasets.synthetic.glyphs import ensure_glyphs
 SOURCE = {"shapes": "glyphs", "glyphs": "shapes"}  # where each dataset's pretrained start comes from
 COCO_SUPERVISED_RATIO = 26.9 / 40.9
 DEFAULT_ARMS = ("soft_teacher", PLUS, "soft_teacher_hard_background", "soft_teacher_no_box_jitter",
-                "soft_teacher_score_0.7", "soft_teacher_score_0.5")
+                "soft_teacher_score_0.7", "soft_teacher_score_0.5",  # the paper's ablations
+                "soft_teacher_pla", f"{PLUS}_pla", "soft_teacher_mixpl", f"{PLUS}_mixpl",  # later methods' gains
+                "soft_teacher_focal", f"{PLUS}_focal", f"{PLUS}_strong_scales")
 KEEP_PREFIX = "backbone.bottom_up."
 TWIN_NAME = re.compile(r"^supervised_([0-9.]+)pct$")
 _SOURCE_LOCKS = {source: threading.Lock() for source in SOURCE}
