@@ -12,7 +12,7 @@ from detectron2.utils.events import EventStorage
 from softteacher import SoftTeacherTrainer
 from softteacher.data import build_labeled_unlabeled_loader
 from softteacher.modeling import PseudoLabeler
-from softteacher.modeling.label_assignment import consistency_weights, prediction_guided_labels
+from softteacher.modeling.label_assignment import TeacherGuide, consistency_weights, prediction_guided_labels
 
 from conftest import EVERY_DETECTION_IS_A_PSEUDO_BOX, soft_teacher_cfg
 
@@ -94,31 +94,33 @@ def test_the_roi_sample_follows_the_teachers_predictions_appended_pseudo_box_inc
     asked = []
 
     def teacher_predictions(boxes_per_image):  # the teacher sees nothing at proposal 0
-        asked.append([b.clone() for b in boxes_per_image])
-        refined = torch.tensor([[60.0, 60.0, 90.0, 90.0], [10.0, 10.0, 50.0, 50.0],
-                                [60.0, 60.0, 90.0, 90.0], [10.0, 10.0, 50.0, 50.0]])
-        probs = torch.full((4, 5), 0.1)
-        return probs, refined
+        asked.append(torch.cat(boxes_per_image))
+        refined = {3: [[60.0, 60.0, 90.0, 90.0], [10.0, 10.0, 50.0, 50.0], [60.0, 60.0, 90.0, 90.0]],
+                   1: [[10.0, 10.0, 50.0, 50.0]]}[len(asked[-1])]
+        return torch.full((len(refined), 5), 0.1), torch.tensor(refined)
 
     heads, targets, proposals = roi_heads_and_targets(tmp_path, tiny_semi, **PLA)
+    guide = TeacherGuide(teacher_predictions, proposals)
     with EventStorage(0):
-        samples = heads.sample_unlabeled(proposals, targets, teacher_predictions)[0]
-    # asked about the three proposals and the appended pseudo-box, in that order
-    torch.testing.assert_close(asked[0][0], torch.tensor([[10.0, 10.0, 50.0, 50.0], [12.0, 12.0, 48.0, 48.0],
-                                                          [60.0, 60.0, 90.0, 90.0], [10.0, 10.0, 50.0, 50.0]]))
+        samples = heads.sample_unlabeled(proposals, targets, guide)[0]
+        again = heads.sample_unlabeled(proposals, targets, guide)[0]
+    # the proposals predicted once, then each sampling's appended pseudo-box
+    assert [a.tolist() for a in asked] == [proposals[0].proposal_boxes.tensor.tolist(), [[10.0, 10.0, 50.0, 50.0]],
+                                           [[10.0, 10.0, 50.0, 50.0]]]
     background = heads.num_classes
-    by_box = {tuple(b.tolist()): c.item() for b, c in zip(samples.proposal_boxes.tensor, samples.gt_classes)}
-    # candidates: proposal 1 and the appended box (teacher IoU 1 each), k = 2; proposal 0: background
-    assert len(samples) == 4 and sorted(samples.gt_classes.tolist()) == [2, 2, background, background]
-    assert by_box[(12.0, 12.0, 48.0, 48.0)] == 2 and by_box[(60.0, 60.0, 90.0, 90.0)] == background
-    on_box = samples.gt_classes[(samples.proposal_boxes.tensor == torch.tensor([10.0, 10.0, 50.0, 50.0])).all(1)]
-    assert sorted(on_box.tolist()) == [2, background]  # the appended box foreground, proposal 0 background
+    for s in (samples, again):
+        by_box = {tuple(b.tolist()): c.item() for b, c in zip(s.proposal_boxes.tensor, s.gt_classes)}
+        # candidates: proposal 1 and the appended box (teacher IoU 1 each), k = 2; proposal 0: background
+        assert len(s) == 4 and sorted(s.gt_classes.tolist()) == [2, 2, background, background]
+        assert by_box[(12.0, 12.0, 48.0, 48.0)] == 2 and by_box[(60.0, 60.0, 90.0, 90.0)] == background
+        on_box = s.gt_classes[(s.proposal_boxes.tensor == torch.tensor([10.0, 10.0, 50.0, 50.0])).all(1)]
+        assert sorted(on_box.tolist()) == [2, background]  # the appended box foreground, proposal 0 background
     assert heads.proposal_append_gt and not heads.proposal_matcher.guides  # left as found
 
     iou_heads, targets, proposals = roi_heads_and_targets(tmp_path, tiny_semi)  # the published IoU sampling
     with EventStorage(0):
-        iou_samples = iou_heads.sample_unlabeled(proposals, targets, teacher_predictions)[0]
-    assert len(asked) == 1  # not asked
+        iou_samples = iou_heads.sample_unlabeled(proposals, targets, guide)[0]
+    assert len(asked) == 3  # not asked
     assert sorted(iou_samples.gt_classes.tolist()) == [2, 2, 2, background]
 
 

@@ -49,22 +49,36 @@ def prediction_guided_labels(teacher_iou, teacher_scores, ignored_rows, matched_
     return torch.where(foreground, best, matched_idxs), labels
 
 
-def target_guides(targets, proposals, teacher_predictions):
-    """Per image, the (teacher IoU, teacher score) matrices of ``prediction_guided_labels``.
+class TeacherGuide:
+    """The teacher's predictions on the student's proposals, made once and shared by the step's
+    samplings; each sampling adds the predictions on the targets it appends as proposals.
 
     Args:
-        targets: per image ``Instances`` with ``gt_boxes`` and ``gt_classes``.
-        proposals: per image ``Instances`` with ``proposal_boxes`` (the ones to be labelled).
         teacher_predictions: callable(per-image (N, 4) box tensors) -> (probabilities (R, K + 1),
             teacher-refined boxes (R, 4)) for all boxes in order, in the boxes' own coordinates.
+        proposals: per image ``Instances`` with ``proposal_boxes``.
     """
-    probs, refined = teacher_predictions([p.proposal_boxes.tensor for p in proposals])
-    counts = [len(p) for p in proposals]
-    guides = []
-    for t, p, r in zip(targets, probs.split(counts), refined.split(counts)):
-        classes = t.gt_classes.clamp(min=0)  # ignored regions' rows are masked out anyway
-        guides.append((pairwise_iou(t.gt_boxes, Boxes(r)), p[:, classes].T))
-    return guides
+
+    def __init__(self, teacher_predictions, proposals):
+        self.teacher_predictions = teacher_predictions
+        counts = [len(p) for p in proposals]
+        probs, refined = teacher_predictions([p.proposal_boxes.tensor for p in proposals])
+        self.proposal_predictions = list(zip(probs.split(counts), refined.split(counts)))
+
+    def guides(self, targets, appended):
+        """Per image, the (teacher IoU, teacher score) matrices of ``prediction_guided_labels`` for
+        the proposals followed, when ``appended``, by the targets."""
+        predictions = self.proposal_predictions
+        if appended:
+            counts = [len(t) for t in targets]
+            probs, refined = self.teacher_predictions([t.gt_boxes.tensor for t in targets])
+            predictions = [(torch.cat([p, tp]), torch.cat([r, tr])) for (p, r), tp, tr
+                           in zip(predictions, probs.split(counts), refined.split(counts))]
+        guides = []
+        for t, (probs, refined) in zip(targets, predictions):
+            classes = t.gt_classes.clamp(min=0)  # ignored regions' rows are masked out anyway
+            guides.append((pairwise_iou(t.gt_boxes, Boxes(refined)), probs[:, classes].T))
+        return guides
 
 
 def consistency_weights(predicted_boxes, gt_boxes, image_of_sample):

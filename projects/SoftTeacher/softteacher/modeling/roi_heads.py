@@ -22,7 +22,7 @@ from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from fvcore.nn import smooth_l1_loss
 
 from ..structures import image_index, where_per_group
-from .label_assignment import consistency_weights, prediction_guided_labels, target_guides
+from .label_assignment import TeacherGuide, consistency_weights, prediction_guided_labels
 from .rpn import IGNORE
 
 
@@ -113,15 +113,15 @@ class SoftTeacherROIHeads(StandardROIHeads):
         finally:
             self.proposal_matcher.ignored_rows = []
 
-    def sample_unlabeled(self, proposals, targets, teacher_predictions=None):
+    def sample_unlabeled(self, proposals, targets, guide=None):
         """``label_and_sample_proposals`` against pseudo-boxes, labelled by the teacher's
-        predictions on the proposals (and the appended targets) where that is enabled."""
-        if not self.prediction_guided or teacher_predictions is None:
+        predictions (a :class:`.label_assignment.TeacherGuide`) where that is enabled."""
+        if not self.prediction_guided or guide is None:
             return self.label_and_sample_proposals(proposals, targets)
         append_gt = self.proposal_append_gt
         if append_gt:  # appended here so that the teacher also predicts on the appended boxes
             proposals = add_ground_truth_to_proposals(targets, proposals)
-        self.proposal_matcher.guides = target_guides(targets, proposals, teacher_predictions)
+        self.proposal_matcher.guides = guide.guides(targets, append_gt)
         self.proposal_append_gt = False
         try:
             return self.label_and_sample_proposals(proposals, targets)
@@ -166,7 +166,10 @@ class SoftTeacherROIHeads(StandardROIHeads):
             teacher_predictions: callable(per-image box tensors) -> (class probabilities, refined
                 boxes) of the teacher on them, for the prediction-guided assignment.
         """
-        samples = self.sample_unlabeled(proposals, cls_targets, teacher_predictions)
+        guide = None
+        if self.prediction_guided and teacher_predictions is not None:
+            guide = TeacherGuide(teacher_predictions, proposals)
+        samples = self.sample_unlabeled(proposals, cls_targets, guide)
         scores, _ = self.box_predictions(features, [p.proposal_boxes for p in samples])
         gt_classes = cat([p.gt_classes for p in samples])
         weights = torch.ones_like(gt_classes, dtype=torch.float32)
@@ -177,15 +180,14 @@ class SoftTeacherROIHeads(StandardROIHeads):
             statistics["semi/bg_weight_mean"] = ((weights * background).sum(), background.sum())
         losses = {"loss_cls": self.box_predictor.weighted_cls_loss(scores, gt_classes, weights)}
         if reg_targets is not None:
-            losses["loss_box_reg"] = self._pseudo_box_regression_loss(features, proposals, reg_targets,
-                                                                      teacher_predictions)
+            losses["loss_box_reg"] = self._pseudo_box_regression_loss(features, proposals, reg_targets, guide)
         return losses
 
-    def _pseudo_box_regression_loss(self, features, proposals, reg_targets, teacher_predictions=None):
+    def _pseudo_box_regression_loss(self, features, proposals, reg_targets, guide=None):
         # A sampling of its own, as the original code does: the regression targets (low jitter
         # uncertainty) are another set of boxes than the classification ones (score > 0.9), so the
         # classification sample's matches and foreground/background split do not serve here.
-        samples = self.sample_unlabeled(proposals, reg_targets, teacher_predictions)
+        samples = self.sample_unlabeled(proposals, reg_targets, guide)
         num_samples = sum(len(p) for p in samples)
         foreground = where_per_group([(p.gt_classes >= 0) & (p.gt_classes < self.num_classes) for p in samples])
         foreground = [p[i] for p, i in zip(samples, foreground)]
