@@ -213,22 +213,27 @@ def _write_results(args, runs_by_dataset):
     result = {"datasets": {}, "coco_supervised_ratio": round(COCO_SUPERVISED_RATIO, 4),
               "overrides": args.opts, "machine": quality.machine(), "date": time.strftime("%Y-%m-%d"),
               "command": "python bench/regimes.py " + " ".join(sys.argv[1:])}
-    lines = []
+    path = os.path.join(args.results, "regimes.json")
+    if os.path.exists(path):  # datasets this run does not train (another run may) stay as written
+        with open(path) as f:
+            result["datasets"] = {d: block for d, block in json.load(f).get("datasets", {}).items()
+                                  if d not in runs_by_dataset}
     for dataset, runs in runs_by_dataset.items():
         d = dataset_result(dataset, runs, args.percents, args)
+        if d["choice"]:
+            p = d["choice"]["percent"]
+            d["choice"]["regime"] = f"pretrained_{p:g}pct"
+            d["figures"] = quality.gap_figures(regime_arms(d), partial=twin(p), full=twin(100))
+            update_quality_json(args.results, dataset, d["choice"]["regime"], d["figures"])
         result["datasets"][dataset] = d
+    lines = []
+    for dataset, d in sorted(result["datasets"].items(), key=lambda item: list(SOURCE).index(item[0])):
         lines += [f"### {dataset}: pretrained start from {d['source']}", "", "Supervised twin by label fraction:", ""]
         lines += table_lines(d["curve"], {})
         if d["choice"]:
-            arms = regime_arms(d)
-            p = d["choice"]["percent"]
-            figures = quality.gap_figures(arms, partial=twin(p), full=twin(100))
-            d["choice"]["regime"] = f"pretrained_{d['choice']['percent']:g}pct"
-            d["figures"] = figures
-            lines += ["", f"Regime {d['choice']['regime']}:", ""] + table_lines(arms, figures)
-            update_quality_json(args.results, dataset, d["choice"]["regime"], figures)
+            lines += ["", f"Regime {d['choice']['regime']}:", ""] + table_lines(regime_arms(d), d["figures"])
         lines.append("")
-    with open(os.path.join(args.results, "regimes.json"), "w") as f:
+    with open(path, "w") as f:
         json.dump(result, f, indent=1)
     with open(os.path.join(args.results, "regimes.md"), "w") as f:
         f.write("\n".join(lines))
