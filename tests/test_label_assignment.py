@@ -136,6 +136,10 @@ def test_consistency_voting_weights_each_foreground_samples_l1_loss(tiny_semi, t
     weight = ((10 - 0.1) / (10 + 0.1) + 10 / (10 * math.exp(0.2 / 5))) / 2
     loss = cfg_heads._consistency_weighted_box_loss(box, box, deltas, torch.tensor([1, 1]), torch.tensor([0, 0]), 8)
     assert loss.item() == pytest.approx(weight * (0.1 + 0.2) / 8, rel=1e-5)
+    no_boxes = torch.zeros(0, 4)
+    empty = cfg_heads._consistency_weighted_box_loss(no_boxes, no_boxes, deltas[:0], torch.zeros(0, dtype=torch.long),
+                                                     torch.zeros(0, dtype=torch.long), 8)
+    assert empty.item() == 0.0  # no foreground sample
 
 
 def test_teacher_predictions_are_its_probabilities_and_boxes_refined_for_its_best_class_mapped_back(
@@ -168,6 +172,8 @@ def test_teacher_predictions_are_its_probabilities_and_boxes_refined_for_its_bes
     expected = expected + torch.tensor([4.0, 6.0, 4.0, 6.0])
     expected = torch.minimum(expected.clamp(min=0), heights_widths.flip(1).repeat(1, 2).float())
     torch.testing.assert_close(refined, expected, rtol=1e-4, atol=1e-3)
+    probs, refined = inputs["teacher_predictions"]([torch.zeros(0, 4) for _ in unlabeled])  # images without boxes
+    assert probs.shape == (0, cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1) and refined.shape == (0, 4)
 
 
 def test_a_step_with_the_prediction_guided_assignment_and_voting_trains_on_pseudo_boxes(tiny_semi, tmp_path):

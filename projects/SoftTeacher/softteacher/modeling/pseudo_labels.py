@@ -73,8 +73,8 @@ class TeacherBoxHead:
         probs = F.softmax(scores.float(), dim=-1)
         boxes = cat(boxes_per_image)
         if deltas.shape[1] > 4:  # class-specific regression
-            deltas = deltas.view(len(boxes), -1, 4)[torch.arange(len(boxes), device=boxes.device),
-                                                   probs[:, :-1].argmax(dim=1)]
+            rows = torch.arange(len(boxes), device=boxes.device)
+            deltas = deltas.view(len(boxes), deltas.shape[1] // 4, 4)[rows, probs[:, :-1].argmax(dim=1)]
         return probs, self.roi_heads.box_predictor.box2box_transform.apply_deltas(deltas.float(), boxes)
 
 

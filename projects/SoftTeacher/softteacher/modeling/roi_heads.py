@@ -209,7 +209,8 @@ class SoftTeacherROIHeads(StandardROIHeads):
         voting weight (:func:`.label_assignment.consistency_weights`)."""
         predictor = self.box_predictor
         if deltas.shape[1] > 4:  # class-specific regression
-            deltas = deltas.view(len(deltas), -1, 4)[torch.arange(len(deltas), device=deltas.device), classes]
+            rows = torch.arange(len(deltas), device=deltas.device)
+            deltas = deltas.view(len(deltas), deltas.shape[1] // 4, 4)[rows, classes]
         predicted = predictor.box2box_transform.apply_deltas(deltas.detach().float(), proposal_boxes)
         weights = consistency_weights(predicted, gt_boxes, images)
         target_deltas = predictor.box2box_transform.get_deltas(proposal_boxes, gt_boxes)
