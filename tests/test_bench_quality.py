@@ -109,12 +109,15 @@ def test_the_regime_is_the_fraction_nearest_two_thirds_of_the_fully_labeled_twin
             for arm, ap in (("soft_teacher", 50), ("plus_no_box_jitter", 55))}
     results = tmp_path / "results"
     results.mkdir()
+    glyphs = {"source": "shapes", "curve": {}, "choice": None, "arms": {}, "written_by": "another run"}
     with open(results / "regimes.json", "w") as f:
-        json.dump({"datasets": {"shapes": {"curve": curve, "arms": arms}}}, f)
+        json.dump({"datasets": {"shapes": {"curve": curve, "arms": arms}, "glyphs": glyphs}}, f)
     subprocess.run([sys.executable, os.path.join(REPO, "bench", "regimes.py"), "--report-only", "--dataset", "shapes",
                     "--results", str(results)], check=True, capture_output=True)
     with open(results / "regimes.json") as f:
-        shapes = json.load(f)["datasets"]["shapes"]
+        written = json.load(f)["datasets"]
+    shapes = written["shapes"]
+    assert written["glyphs"] == glyphs  # a dataset this run does not train stays as written
     assert shapes["choice"]["percent"] == 5 and shapes["choice"]["regime"] == "pretrained_5pct"
     assert shapes["choice"]["supervised_ratio"] == pytest.approx(40 / 60, abs=1e-4)
     assert shapes["curve"]["supervised_5pct"]["mean"]["teacher"]["AP"] == {"mean": 40.0, "spread": 2.0}
