@@ -13,7 +13,7 @@ from test_trainer import one_batch, student_and_labeler
 
 from softteacher import SoftTeacherTrainer
 from softteacher.annotation import saved_labeler_state
-from softteacher.config import validate_softteacher_config
+from softteacher.config_checks import validate_softteacher_config
 from softteacher.modeling import PseudoLabeler, pseudo_labels
 from softteacher.modeling.adaptive_thresholds import (
     ScoreMixtureThresholds,

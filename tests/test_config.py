@@ -9,7 +9,7 @@ from detectron2 import model_zoo
 from detectron2.config import get_cfg
 
 from softteacher import add_softteacher_config, load_config
-from softteacher.config import validate_softteacher_config
+from softteacher.config_checks import validate_softteacher_config
 from softteacher.datasets.synthetic import shapes
 from softteacher.engine.trainer import check_semi_supervised_model
 

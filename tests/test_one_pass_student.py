@@ -11,7 +11,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 from softteacher import SoftTeacherTrainer
-from softteacher.config import validate_softteacher_config
+from softteacher.config_checks import validate_softteacher_config
 from softteacher.data import build_labeled_unlabeled_loader
 from softteacher.modeling import PseudoLabeler
 

@@ -14,7 +14,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from softteacher import SoftTeacherTrainer, load_config
-from softteacher.config import check_initial_weights
+from softteacher.config_checks import check_initial_weights
 from softteacher.data import build_labeled_unlabeled_loader
 from softteacher.engine import EMATeacherHook
 from softteacher.modeling import PseudoLabeler, jitter_uncertainty

@@ -14,7 +14,8 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..config import check_initial_weights, load_config, validate_softteacher_config
+from ..config import load_config
+from ..config_checks import check_initial_weights, validate_softteacher_config
 from ..datasets import register_custom_from_config
 from .checkpoint import SafeCheckpointer
 from .trainer import SoftTeacherTrainer, SupervisedTrainer
