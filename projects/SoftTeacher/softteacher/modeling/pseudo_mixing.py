@@ -23,11 +23,17 @@ import torch
 import torch.nn.functional as F
 from detectron2.structures import Boxes, Instances
 
+from ..structures import map_boxes
 
-def _with_boxes(targets, boxes, image_size):
-    out = Instances(image_size)
-    out.gt_boxes = Boxes(boxes)
-    out.gt_classes = targets.gt_classes
+
+def mapped(view, matrix, image_size):
+    """The targets of a view with their boxes mapped through a 3x3 affine ``matrix`` into an image
+    of ``image_size``."""
+    out = {}
+    for branch, t in view["targets"].items():
+        out[branch] = Instances(image_size)
+        out[branch].gt_boxes = Boxes(map_boxes(matrix, t.gt_boxes.tensor, *image_size))
+        out[branch].gt_classes = t.gt_classes
     return out
 
 
@@ -40,20 +46,14 @@ def transformed(view, scale=1.0, flip=False):
                               recompute_scale_factor=False)[0]
     h, w = image.shape[1:]
     scale_x, scale_y = w / view["image"].shape[2], h / view["image"].shape[1]
-    targets = {}
-    for branch, t in view["targets"].items():
-        boxes = t.gt_boxes.tensor * torch.tensor([scale_x, scale_y, scale_x, scale_y], device=t.gt_boxes.device)
-        if flip:
-            boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], dim=1)
-        targets[branch] = _with_boxes(t, boxes, (h, w))
-    return {"image": image.flip(-1) if flip else image, "targets": targets}
+    matrix = [[-scale_x, 0.0, w], [0.0, scale_y, 0.0], [0.0, 0.0, 1.0]] if flip else \
+        [[scale_x, 0.0, 0.0], [0.0, scale_y, 0.0], [0.0, 0.0, 1.0]]
+    return {"image": image.flip(-1) if flip else image, "targets": mapped(view, torch.tensor(matrix), (h, w))}
 
 
 def shifted(view, dx, dy, image_size):
     """The targets of a view placed at (dx, dy) of an image of ``image_size``."""
-    offset = torch.tensor([dx, dy, dx, dy], dtype=torch.float32)
-    return {b: _with_boxes(t, t.gt_boxes.tensor + offset.to(t.gt_boxes.device), image_size)
-            for b, t in view["targets"].items()}
+    return mapped(view, torch.tensor([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]]), image_size)
 
 
 def concatenated(target_lists):

@@ -81,8 +81,6 @@ class PseudoBoxesFirstMatcher:
         matched_idxs, matched_labels = self.matcher(quality)
         if guide is None or not len(quality):
             return matched_idxs, matched_labels
-        if ignored is None:
-            ignored = torch.zeros(len(quality), dtype=torch.bool, device=quality.device)
         return prediction_guided_labels(*guide, ignored, matched_idxs, matched_labels,
                                         self.iou_thresh, self.candidate_topk)
 
