@@ -29,6 +29,8 @@ with seeds and spreads), ``regimes.md`` and ``regimes_curves.png``, and per data
 """
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -205,8 +207,28 @@ def plot_curves(path, datasets):
     save_figure(fig, path)
 
 
+@contextlib.contextmanager
+def results_lock(results_dir):
+    """Held while the result files are read and rewritten: by this process's threads and by other
+    processes writing to the same folder (one process per dataset)."""
+    os.makedirs(results_dir, exist_ok=True)
+    with _WRITE_LOCK, open(os.path.join(results_dir, ".regimes.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def dump_json(path, data):
+    """Written whole or not at all: a reader never sees half a file."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
 def write_results(args, runs_by_dataset):
-    with _WRITE_LOCK:
+    with results_lock(args.results):
         _write_results(args, runs_by_dataset)
 
 
@@ -234,8 +256,7 @@ def _write_results(args, runs_by_dataset):
         if d["choice"]:
             lines += ["", f"Regime {d['choice']['regime']}:", ""] + table_lines(regime_arms(d), d["figures"])
         lines.append("")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
+    dump_json(path, result)
     with open(os.path.join(args.results, "regimes.md"), "w") as f:
         f.write("\n".join(lines))
     plot_curves(os.path.join(args.results, "regimes_curves.png"), result["datasets"])
@@ -249,8 +270,7 @@ def update_quality_json(results_dir, dataset, regime, figures):
         with open(path) as f:
             data = json.load(f)
     data.setdefault("datasets", {}).setdefault(dataset, {}).setdefault("regimes", {})[regime] = figures
-    with open(path, "w") as f:
-        json.dump(data, f, indent=1)
+    dump_json(path, data)
 
 
 def recorded_runs(results_dir):

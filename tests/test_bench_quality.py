@@ -140,3 +140,22 @@ def test_a_resumed_runs_repeated_evaluation_counts_once_the_later_one():
                          capture_output=True, text=True).stdout
     assert json.loads(out.strip().splitlines()[-1]) == [
         [799, {"AP": 11.0, "AP50": 21.0, "AP75": 6.0}], [1599, {"AP": 30.0, "AP50": 40.0, "AP75": 25.0}]]
+
+
+def test_a_process_rewriting_the_regime_results_holds_them_from_the_others(tmp_path):
+    # one bench/regimes.py per dataset writes the same files: while one holds them, another waits
+    import fcntl
+
+    code = (f"import regimes\nwith regimes.results_lock({str(tmp_path)!r}):\n"
+            "    print('held', flush=True)\n    input()\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=os.path.join(REPO, "bench"), text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with open(tmp_path / ".regimes.lock", "w") as lock:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            holder.communicate("\n", timeout=60)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released once the holder is done
+    finally:
+        holder.kill()
