@@ -34,6 +34,7 @@ import fcntl
 import json
 import os
 import re
+import statistics
 import sys
 import threading
 import time
@@ -117,13 +118,34 @@ class Regime:
     def run(self, name, arm, percent, seed):
         """One run's result: recorded, finished under the work dir, or trained now."""
         if str(seed) in self.recorded.get(name, {}):
+            self.rescore(name, seed)
             return self.recorded[name][str(seed)]
         weights = pretrained_start(self.dataset, self.args.quality_work_dir, self.args.work_dir)
         semi = arm not in quality.SUPERVISED
         opts = ["MODEL.WEIGHTS", weights, *split_overrides(self.dataset, percent, semi), *self.args.opts]
         result = quality.run_arm(self.dataset, arm, seed, self.root, opts, run_name=name)
         self.recorded.setdefault(name, {})[str(seed)] = result
+        self.rescore(name, seed)
         return result
+
+    def rescore(self, name, seed):
+        """Add the final model's AP at --eval-score-thresh to a run's result, once, where the run's
+        folder still holds its final model."""
+        thresh = self.args.eval_score_thresh
+        result = self.recorded[name][str(seed)]
+        if thresh <= 0 or f"{thresh:g}" in result.get("rescored", {}):
+            return
+        out_dir = os.path.join(self.root, f"{name}_seed{seed}")
+        metrics = quality.rescore(out_dir, thresh)
+        if metrics is None:
+            return
+        result.setdefault("rescored", {})[f"{thresh:g}"] = metrics
+        done = os.path.join(out_dir, "quality_run.json")
+        if os.path.exists(done):
+            with open(done) as f:
+                saved = json.load(f)
+            saved.setdefault("rescored", {})[f"{thresh:g}"] = metrics
+            dump_json(done, saved)
 
 
 def runs_of(regimes):
@@ -174,6 +196,29 @@ def dataset_result(dataset, runs, percents, args):
         if b and arm not in quality.SUPERVISED:
             out["arms"][arm] = {**b, "run": name}
     return out
+
+
+def rescored_figures(arms, partial, thresh):
+    """Teacher AP (AP50, AP75) at the rescoring threshold, mean over seeds, of the arms whose every
+    seed was rescored, and the gap figures from them."""
+    key = f"{thresh:g}"
+    means = {arm: {m: round(statistics.mean(run["rescored"][key][m] for run in block["seeds"].values()), 2)
+                   for m in quality.METRICS}
+             for arm, block in arms.items()
+             if thresh > 0 and all(key in run.get("rescored", {}) for run in block["seeds"].values())}
+    if not means:
+        return None
+    as_arms = {arm: {"mean": {"teacher": {"AP": {"mean": v["AP"]}}}} for arm, v in means.items()}
+    return {"score_thresh": thresh, "teacher": means, **quality.gap_figures(as_arms, partial=partial, full=twin(100))}
+
+
+def rescored_line(figures):
+    arms = ", ".join(f"{arm} {v['AP']:.1f} ({v['AP50']:.1f}, {v['AP75']:.1f})"
+                     for arm, v in figures["teacher"].items())
+    gaps = "; ".join(f"{k.replace('_', ' ')} {figures[k]:.3f}"
+                     for k in ("gap_closed", "gap_closed_plus") if k in figures)
+    return (f"At test score threshold {figures['score_thresh']:g} (the original's best figures), teacher AP "
+            f"(AP50, AP75): {arms}" + (f"; {gaps}" if gaps else "") + ".")
 
 
 def regime_arms(result):
@@ -248,6 +293,7 @@ def _write_results(args, runs_by_dataset):
             d["choice"]["regime"] = f"pretrained_{p:g}pct"
             d["figures"] = quality.gap_figures(regime_arms(d), partial=twin(p), full=twin(100))
             update_quality_json(args.results, dataset, d["choice"]["regime"], d["figures"])
+            d["rescored"] = rescored_figures(regime_arms(d), twin(p), args.eval_score_thresh)
         result["datasets"][dataset] = d
     lines = []
     for dataset, d in sorted(result["datasets"].items(), key=lambda item: list(SOURCE).index(item[0])):
@@ -255,6 +301,8 @@ def _write_results(args, runs_by_dataset):
         lines += table_lines(d["curve"], {})
         if d["choice"]:
             lines += ["", f"Regime {d['choice']['regime']}:", ""] + table_lines(regime_arms(d), d["figures"])
+            if d.get("rescored"):
+                lines += ["", rescored_line(d["rescored"])]
         lines.append("")
     dump_json(path, result)
     with open(os.path.join(args.results, "regimes.md"), "w") as f:
@@ -306,7 +354,11 @@ def main():
     parser.add_argument("--arms", nargs="*", default=list(DEFAULT_ARMS),
                         choices=[a for a in quality.ARMS if a not in quality.SUPERVISED])
     parser.add_argument("--parallel", type=int, default=1, help="runs trained at once")
-    parser.add_argument("--report-only", action="store_true", help="rewrite the result files, train nothing")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the result files, train nothing (finished runs are still rescored)")
+    parser.add_argument("--eval-score-thresh", type=float, default=1e-3,
+                        help="also evaluate each finished run's final model keeping detections down to this "
+                             "score, as the original's best figures do (0: not)")
     parser.add_argument("--work-dir", default=os.path.join(REPO, "output", "bench", "regimes"))
     parser.add_argument("--quality-work-dir", default=os.path.join(REPO, "output", "bench", "quality"))
     parser.add_argument("--results", default=os.path.join(REPO, "bench", "results"))
@@ -316,14 +368,21 @@ def main():
         parser.error("--percents needs 100: the fully labeled twin is the curve's reference")
     recorded = recorded_runs(args.results)
     runs = {d: recorded.get(d, {}) for d in args.dataset}
+    regimes = {d: Regime(d, args, runs[d]) for d in args.dataset}
     if not args.report_only:
-        regimes = {d: Regime(d, args, runs[d]) for d in args.dataset}
         train(regimes, args, runs, [(d, twin(p), "supervised_100pct" if p == 100 else "supervised_10pct", p, s)
                                     for s in args.seeds for p in sorted(args.percents, key=lambda p: p != 100)
                                     for d in args.dataset])
         chosen = {d: dataset_result(d, runs[d], args.percents, args)["choice"] for d in args.dataset}
         train(regimes, args, runs, [(d, f"{arm}_{chosen[d]['percent']:g}pct", arm, chosen[d]["percent"], s)
                                     for s in args.seeds for arm in args.arms for d in args.dataset if chosen[d]])
+    for d in args.dataset:  # runs finished before rescoring existed
+        for name, seeds in runs[d].items():
+            for seed in seeds:
+                try:
+                    regimes[d].rescore(name, seed)
+                except Exception as e:  # noqa: BLE001 - the result files are still written
+                    print(f"[regimes] rescoring {d} {name} seed {seed} failed ({e})", flush=True)
     write_results(args, runs)
 
 

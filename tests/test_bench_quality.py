@@ -94,26 +94,31 @@ def test_rewriting_keeps_the_runs_and_regimes_recorded_in_the_result_file(tmp_pa
     assert shapes["regimes"]["scratch_10pct"]["supervised_ratio"] == pytest.approx(41 / 60, abs=1e-4)
 
 
-def regime_run(ap):
+def regime_run(ap, rescored_ap=None):
     metrics = {"AP": ap, "AP50": ap + 20, "AP75": ap - 5}
-    return {"curves": {"teacher": [[3200, metrics]]}, "final": {"teacher": metrics, "student": metrics}}
+    run = {"curves": {"teacher": [[3200, metrics]]}, "final": {"teacher": metrics, "student": metrics}}
+    if rescored_ap is not None:  # the final model evaluated at score threshold 1e-3
+        run["rescored"] = {"0.001": {"AP": rescored_ap, "AP50": rescored_ap + 21, "AP75": rescored_ap - 4}}
+    return run
 
 
 def test_the_regime_is_the_fraction_nearest_two_thirds_of_the_fully_labeled_twin(tmp_path):
     # shapes' twin: 1 % 20, 2 % 30, 5 % 39/41 (two seeds), 10 % 50, 100 % 60 -> ratios 0.33, 0.5, 0.667,
     # 0.83: 5 % is nearest COCO's 26.9 / 40.9; there soft_teacher 50 and plus 55 close 0.5 and 0.75
-    curve = {f"supervised_{p}pct": {"seeds": {"1": regime_run(ap)}}
+    # rescored at 1e-3: twin 42/44, 100 % 62, soft_teacher 53 -> gap closed (53 - 43) / (62 - 43); plus has
+    # no rescored figure, so no gap_closed_plus at 1e-3
+    curve = {f"supervised_{p}pct": {"seeds": {"1": regime_run(ap, 62 if p == 100 else None)}}
              for p, ap in ((1, 20), (2, 30), (10, 50), (100, 60))}
-    curve["supervised_5pct"] = {"seeds": {"1": regime_run(39), "2": regime_run(41)}}
-    arms = {arm: {"run": f"{arm}_5pct", "seeds": {"1": regime_run(ap)}}
-            for arm, ap in (("soft_teacher", 50), ("plus_no_box_jitter", 55))}
+    curve["supervised_5pct"] = {"seeds": {"1": regime_run(39, 42), "2": regime_run(41, 44)}}
+    arms = {arm: {"run": f"{arm}_5pct", "seeds": {"1": regime_run(ap, rescored)}}
+            for arm, ap, rescored in (("soft_teacher", 50, 53), ("plus_no_box_jitter", 55, None))}
     results = tmp_path / "results"
     results.mkdir()
     glyphs = {"source": "shapes", "curve": {}, "choice": None, "arms": {}, "written_by": "another run"}
     with open(results / "regimes.json", "w") as f:
         json.dump({"datasets": {"shapes": {"curve": curve, "arms": arms}, "glyphs": glyphs}}, f)
     subprocess.run([sys.executable, os.path.join(REPO, "bench", "regimes.py"), "--report-only", "--dataset", "shapes",
-                    "--results", str(results)], check=True, capture_output=True)
+                    "--results", str(results), "--work-dir", str(tmp_path / "work")], check=True, capture_output=True)
     with open(results / "regimes.json") as f:
         written = json.load(f)["datasets"]
     shapes = written["shapes"]
@@ -126,8 +131,31 @@ def test_the_regime_is_the_fraction_nearest_two_thirds_of_the_fully_labeled_twin
     assert shapes["figures"] == pytest.approx(expected, abs=1e-4)
     with open(results / "quality.json") as f:
         assert json.load(f)["datasets"]["shapes"]["regimes"]["pretrained_5pct"] == pytest.approx(expected, abs=1e-4)
+    rescored = dict(shapes["rescored"])
+    assert rescored.pop("teacher") == {"supervised_5pct": {"AP": 43.0, "AP50": 64.0, "AP75": 39.0},
+                                       "supervised_100pct": {"AP": 62.0, "AP50": 83.0, "AP75": 58.0},
+                                       "soft_teacher": {"AP": 53.0, "AP50": 74.0, "AP75": 49.0}}
+    assert rescored == pytest.approx({"score_thresh": 0.001, "gap_closed": (53 - 43) / (62 - 43),
+                                      "supervised_ratio": 43 / 62}, abs=1e-4)
     assert (results / "regimes_curves.png").exists()
-    assert "Regime pretrained_5pct" in (results / "regimes.md").read_text()
+    report = (results / "regimes.md").read_text()
+    assert "Regime pretrained_5pct" in report
+    assert "At test score threshold 0.001" in report and "soft_teacher 53.0 (74.0, 49.0)" in report
+
+
+def test_the_metrics_detectron2_printed_last_for_boxes_are_read_from_a_log():
+    log = "\n".join([
+        "[12/01 09:24:15 d2.evaluation.testing]: copypaste: Task: bbox",
+        "[12/01 09:24:15 d2.evaluation.testing]: copypaste: AP,AP50,AP75,APs,APm,APl",
+        "[12/01 09:24:15 d2.evaluation.testing]: copypaste: 40.1000,60.2000,45.3000,1.0,2.0,3.0",
+        "[12/01 09:25:15 d2.evaluation.testing]: copypaste: Task: bbox",
+        "[12/01 09:25:15 d2.evaluation.testing]: copypaste: AP,AP50,AP75,APs,APm,APl",
+        "[12/01 09:25:15 d2.evaluation.testing]: copypaste: 52.8125,82.3000,61.5000,1.0,2.0,3.0",
+        "[12/01 09:25:16 d2.evaluation.testing]: copypaste: Task: segm"])
+    code = f"import json, quality; print(json.dumps(quality.copypaste_metrics({log!r})))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=os.path.join(REPO, "bench"), check=True,
+                         capture_output=True, text=True).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == {"AP": 52.8125, "AP50": 82.3, "AP75": 61.5}
 
 
 def test_a_resumed_runs_repeated_evaluation_counts_once_the_later_one():
