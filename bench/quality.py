@@ -61,6 +61,8 @@ ARMS = {
                                    ["SEMI.BOX_JITTER", "False"]),
     PLUS: ("soft_teacher_no_box_jitter with uncertain detections (0.3-0.9) ignored, not background",
            PLUS_CONFIG, []),
+    "plus": ("soft_teacher with uncertain detections (0.3-0.9) ignored, box jitter on: the COCO and VOC plus "
+             "configs' recipe", SEMI_CONFIG, IGNORE_UNCERTAIN + ["SEMI.IGNORE_MIN_SCORE", "0.3"]),
     f"{PLUS}_ignore_from_0.5": (f"{PLUS} ignoring uncertain detections only down to 0.5", PLUS_CONFIG,
                                 ["SEMI.IGNORE_MIN_SCORE", "0.5"]),
     "soft_teacher_ignore_uncertain": ("soft_teacher with uncertain detections (0.5-0.9) ignored, not background",

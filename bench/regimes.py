@@ -52,6 +52,7 @@ COCO_SUPERVISED_RATIO = 26.9 / 40.9
 DEFAULT_ARMS = ("soft_teacher", PLUS, "soft_teacher_alpha_0",  # alpha 0: the EMA teacher's share of the gain
                 "soft_teacher_hard_background", "soft_teacher_no_box_jitter",
                 "soft_teacher_score_0.7", "soft_teacher_score_0.5",  # the paper's ablations
+                "plus",  # the COCO plus configs' recipe: box jitter on
                 "soft_teacher_pla", f"{PLUS}_pla", "soft_teacher_mixpl", f"{PLUS}_mixpl",  # later methods' gains
                 "soft_teacher_focal", f"{PLUS}_focal", f"{PLUS}_strong_scales")
 KEEP_PREFIX = "backbone.bottom_up."

@@ -187,3 +187,22 @@ def test_a_process_rewriting_the_regime_results_holds_them_from_the_others(tmp_p
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released once the holder is done
     finally:
         holder.kill()
+
+
+def test_every_benchmark_arm_passes_the_checks_a_run_makes_at_start():
+    # an arm with a misspelt key or a bad value would fail only after the arms queued before it ran
+    code = (
+        "import os, quality\n"
+        "from detectron2.config import get_cfg\n"
+        "from softteacher.config import add_softteacher_config\n"
+        "from softteacher.config_checks import validate_softteacher_config\n"
+        "for arm, (_, config, opts) in quality.ARMS.items():\n"
+        "    cfg = get_cfg()\n"
+        "    add_softteacher_config(cfg)\n"
+        "    cfg.merge_from_file(os.path.join(quality.REPO, quality.config_file('shapes', arm)))\n"
+        "    cfg.merge_from_list(opts)\n"
+        "    validate_softteacher_config(cfg)\n"
+        "print(len(quality.ARMS))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=os.path.join(REPO, "bench"), check=True,
+                         capture_output=True, text=True).stdout
+    assert int(out.strip().splitlines()[-1]) >= 27
