@@ -5,6 +5,7 @@ and the paper's ablations measured there.
 
     python bench/regimes.py [--dataset shapes glyphs] [--seeds 1 2] [--percents 1 2 5 10 100]
                             [--percent P] [--arms soft_teacher ...] [--parallel N] [--report-only]
+                            [--eval-score-thresh 0.001]
 
 COCO runs start from ImageNet features, and at 10 % labels the supervised model reaches 66 % of the
 fully labeled one (26.9 / 40.9 AP, the Soft Teacher paper's Table 1). Here the start is the other
@@ -20,6 +21,8 @@ config and schedule; the labeled images are fold 1 of each percent, seeds change
    ``--percent``).
 3. Arms: ``--arms`` (bench/quality.py's arms; by default the published method, plus, the paper's
    ablations, then the opt-ins of later methods) at the chosen percent, every seed.
+4. Rescoring: every finished run's final model evaluated once more keeping detections down to
+   ``--eval-score-thresh`` (1e-3, as the original reports its best figures), under ``rescored``.
 
 Runs go under ``output/bench/regimes/<dataset>/``; a run finished there or recorded in the result
 file is read back, not repeated. Writes ``bench/results/regimes.json`` (start, curves, choice, arms
