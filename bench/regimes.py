@@ -121,16 +121,14 @@ class Regime:
 
     def run(self, name, arm, percent, seed):
         """One run's result: recorded, finished under the work dir, or trained now."""
-        if str(seed) in self.recorded.get(name, {}):
-            self.rescore(name, seed)
-            return self.recorded[name][str(seed)]
-        weights = pretrained_start(self.dataset, self.args.quality_work_dir, self.args.work_dir)
-        semi = arm not in quality.SUPERVISED
-        opts = ["MODEL.WEIGHTS", weights, *split_overrides(self.dataset, percent, semi), *self.args.opts]
-        result = quality.run_arm(self.dataset, arm, seed, self.root, opts, run_name=name)
-        self.recorded.setdefault(name, {})[str(seed)] = result
+        if str(seed) not in self.recorded.get(name, {}):
+            weights = pretrained_start(self.dataset, self.args.quality_work_dir, self.args.work_dir)
+            semi = arm not in quality.SUPERVISED
+            opts = ["MODEL.WEIGHTS", weights, *split_overrides(self.dataset, percent, semi), *self.args.opts]
+            result = quality.run_arm(self.dataset, arm, seed, self.root, opts, run_name=name)
+            self.recorded.setdefault(name, {})[str(seed)] = result
         self.rescore(name, seed)
-        return result
+        return self.recorded[name][str(seed)]
 
     def rescore(self, name, seed):
         """Add the final model's AP at --eval-score-thresh to a run's result, once, where the run's
@@ -205,11 +203,12 @@ def dataset_result(dataset, runs, percents, args):
 def rescored_figures(arms, partial, thresh):
     """Teacher AP (AP50, AP75) at the rescoring threshold, mean over seeds, of the arms whose every
     seed was rescored, and the gap figures from them."""
+    if thresh <= 0:
+        return None
     key = f"{thresh:g}"
     means = {arm: {m: round(statistics.mean(run["rescored"][key][m] for run in block["seeds"].values()), 2)
                    for m in quality.METRICS}
-             for arm, block in arms.items()
-             if thresh > 0 and all(key in run.get("rescored", {}) for run in block["seeds"].values())}
+             for arm, block in arms.items() if all(key in run.get("rescored", {}) for run in block["seeds"].values())}
     if not means:
         return None
     as_arms = {arm: {"mean": {"teacher": {"AP": {"mean": v["AP"]}}}} for arm, v in means.items()}
