@@ -58,6 +58,18 @@ DEFAULT_ARMS = ("soft_teacher", PLUS, "soft_teacher_alpha_0",  # alpha 0: the EM
                 "plus",  # the COCO plus configs' recipe: box jitter on
                 "soft_teacher_pla", f"{PLUS}_pla", "soft_teacher_mixpl", f"{PLUS}_mixpl",  # later methods' gains
                 "soft_teacher_focal", f"{PLUS}_focal", f"{PLUS}_strong_scales")
+# (arm, the arm it changes one thing of, the sign its source found for the arm against that one):
+# the paper's ablation studies (soft background weighting and box jitter add AP, 0.9 is the best
+# pseudo-label threshold), box jitter inside plus, and the later methods' gains
+COMPARISONS = (("soft_teacher_hard_background", "soft_teacher", "lower"),
+               ("soft_teacher_no_box_jitter", "soft_teacher", "lower"),
+               ("soft_teacher_score_0.7", "soft_teacher", "not higher"),
+               ("soft_teacher_score_0.5", "soft_teacher", "not higher"),
+               ("plus", PLUS, "higher"),
+               ("soft_teacher_pla", "soft_teacher", "higher"), (f"{PLUS}_pla", PLUS, "higher"),
+               ("soft_teacher_mixpl", "soft_teacher", "higher"), (f"{PLUS}_mixpl", PLUS, "higher"),
+               ("soft_teacher_focal", "soft_teacher", "higher"), (f"{PLUS}_focal", PLUS, "higher"),
+               (f"{PLUS}_strong_scales", PLUS, "higher"))
 KEEP_PREFIX = "backbone.bottom_up."
 TWIN_NAME = re.compile(r"^supervised_([0-9.]+)pct$")
 _SOURCE_LOCKS = {source: threading.Lock() for source in SOURCE}
@@ -200,6 +212,38 @@ def dataset_result(dataset, runs, percents, args):
     return out
 
 
+def comparisons(arms):
+    """Each arm of COMPARISONS that ran against the arm it changes: the change of mean teacher AP
+    and AP75, and whether its sign is the source's. A difference within half the two arms' larger
+    seed spread (max - min) is "within the seed spread"; with one seed each, every difference counts."""
+    out = {}
+    for arm, base, source_sign in COMPARISONS:
+        if arm not in arms or base not in arms:
+            continue
+        a, b = arms[arm]["mean"]["teacher"], arms[base]["mean"]["teacher"]
+        delta = round(a["AP"]["mean"] - b["AP"]["mean"], 2)
+        noise = max(a["AP"]["spread"], b["AP"]["spread"]) / 2
+        sign = "higher" if delta > 0 else "lower"
+        if abs(delta) <= noise:
+            verdict = "within the seed spread"
+        elif source_sign == "not higher":
+            verdict = "agrees" if sign == "lower" else "disagrees"
+        else:
+            verdict = "agrees" if sign == source_sign else "disagrees"
+        out[arm] = {"against": base, "delta_ap": delta, "delta_ap75": round(a["AP75"]["mean"] - b["AP75"]["mean"], 2),
+                    "source": source_sign, "verdict": verdict,
+                    "seeds": min(len(arms[arm]["seeds"]), len(arms[base]["seeds"]))}
+    return out
+
+
+def comparison_lines(rows):
+    lines = ["| arm | against | Δ teacher AP | Δ AP75 | source's sign | here | seeds |", "|" + "---|" * 7]
+    for arm, r in rows.items():
+        lines.append(f"| {arm} | {r['against']} | {r['delta_ap']:+.1f} | {r['delta_ap75']:+.1f} | {r['source']} | "
+                     f"{r['verdict']} | {r['seeds']} |")
+    return lines
+
+
 def rescored_figures(arms, partial, thresh):
     """Teacher AP (AP50, AP75) at the rescoring threshold, mean over seeds, of the arms whose every
     seed was rescored, and the gap figures from them."""
@@ -297,6 +341,7 @@ def _write_results(args, runs_by_dataset):
             d["figures"] = quality.gap_figures(regime_arms(d), partial=twin(p), full=twin(100))
             update_quality_json(args.results, dataset, d["choice"]["regime"], d["figures"])
             d["rescored"] = rescored_figures(regime_arms(d), twin(p), args.eval_score_thresh)
+            d["comparisons"] = comparisons(d["arms"])
         result["datasets"][dataset] = d
     lines = []
     for dataset, d in sorted(result["datasets"].items(), key=lambda item: list(SOURCE).index(item[0])):
@@ -306,6 +351,10 @@ def _write_results(args, runs_by_dataset):
             lines += ["", f"Regime {d['choice']['regime']}:", ""] + table_lines(regime_arms(d), d["figures"])
             if d.get("rescored"):
                 lines += ["", rescored_line(d["rescored"])]
+            if d.get("comparisons"):
+                lines += ["", "Each arm against the arm it changes one thing of (teacher AP; the source's sign: "
+                              "the paper's ablations, or the gain its later method reported):", ""]
+                lines += comparison_lines(d["comparisons"])
         lines.append("")
     dump_json(path, result)
     with open(os.path.join(args.results, "regimes.md"), "w") as f:

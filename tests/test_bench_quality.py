@@ -112,6 +112,12 @@ def test_the_regime_is_the_fraction_nearest_two_thirds_of_the_fully_labeled_twin
     curve["supervised_5pct"] = {"seeds": {"1": regime_run(39, 42), "2": regime_run(41, 44)}}
     arms = {arm: {"run": f"{arm}_5pct", "seeds": {"1": regime_run(ap, rescored)}}
             for arm, ap, rescored in (("soft_teacher", 50, 53), ("plus_no_box_jitter", 55, None))}
+    # the paper's ablations against soft_teacher (50, one seed): hard background 47/49 (spread 2, so
+    # differences within 1 AP are noise) -> -2, lower as the paper found; no box jitter 51 -> +1, the
+    # paper's sign reversed; threshold 0.7 49.5/51.5 -> +0.5, within the spread
+    for arm, aps in (("soft_teacher_hard_background", (47, 49)), ("soft_teacher_no_box_jitter", (51,)),
+                     ("soft_teacher_score_0.7", (49.5, 51.5))):
+        arms[arm] = {"run": f"{arm}_5pct", "seeds": {str(i + 1): regime_run(ap) for i, ap in enumerate(aps)}}
     results = tmp_path / "results"
     results.mkdir()
     glyphs = {"source": "shapes", "curve": {}, "choice": None, "arms": {}, "written_by": "another run"}
@@ -137,10 +143,18 @@ def test_the_regime_is_the_fraction_nearest_two_thirds_of_the_fully_labeled_twin
                                        "soft_teacher": {"AP": 53.0, "AP50": 74.0, "AP75": 49.0}}
     assert rescored == pytest.approx({"score_thresh": 0.001, "gap_closed": (53 - 43) / (62 - 43),
                                       "supervised_ratio": 43 / 62}, abs=1e-4)
+    assert shapes["comparisons"] == {
+        "soft_teacher_hard_background": {"against": "soft_teacher", "delta_ap": -2.0, "delta_ap75": -2.0,
+                                         "source": "lower", "verdict": "agrees", "seeds": 1},
+        "soft_teacher_no_box_jitter": {"against": "soft_teacher", "delta_ap": 1.0, "delta_ap75": 1.0,
+                                       "source": "lower", "verdict": "disagrees", "seeds": 1},
+        "soft_teacher_score_0.7": {"against": "soft_teacher", "delta_ap": 0.5, "delta_ap75": 0.5,
+                                   "source": "not higher", "verdict": "within the seed spread", "seeds": 1}}
     assert (results / "regimes_curves.png").exists()
     report = (results / "regimes.md").read_text()
     assert "Regime pretrained_5pct" in report
     assert "At test score threshold 0.001" in report and "soft_teacher 53.0 (74.0, 49.0)" in report
+    assert "| soft_teacher_no_box_jitter | soft_teacher | +1.0 | +1.0 | lower | disagrees | 1 |" in report
 
 
 def test_the_metrics_detectron2_printed_last_for_boxes_are_read_from_a_log():
