@@ -223,13 +223,11 @@ def comparisons(arms):
         a, b = arms[arm]["mean"]["teacher"], arms[base]["mean"]["teacher"]
         delta = round(a["AP"]["mean"] - b["AP"]["mean"], 2)
         noise = max(a["AP"]["spread"], b["AP"]["spread"]) / 2
-        sign = "higher" if delta > 0 else "lower"
+        expected_higher = source_sign == "higher"  # "lower" and "not higher" both expect a drop
         if abs(delta) <= noise:
             verdict = "within the seed spread"
-        elif source_sign == "not higher":
-            verdict = "agrees" if sign == "lower" else "disagrees"
         else:
-            verdict = "agrees" if sign == source_sign else "disagrees"
+            verdict = "agrees" if (delta > 0) == expected_higher else "disagrees"
         out[arm] = {"against": base, "delta_ap": delta, "delta_ap75": round(a["AP75"]["mean"] - b["AP75"]["mean"], 2),
                     "source": source_sign, "verdict": verdict,
                     "seeds": min(len(arms[arm]["seeds"]), len(arms[base]["seeds"]))}
