@@ -173,10 +173,10 @@ def runs_of(regimes):
 def choose(curve, percents):
     """The percent whose twin (mean teacher AP) is closest to COCO's 2/3 of the 100 % twin, once
     every percent of the curve has a run (None before)."""
-    if any(twin(p) not in curve for p in percents):
+    candidates = [p for p in percents if p != 100]
+    if not candidates or any(twin(p) not in curve for p in [100, *candidates]):
         return None
     full = curve[twin(100)]
-    candidates = [p for p in percents if p != 100]
     ratios = {p: curve[twin(p)]["mean"]["teacher"]["AP"]["mean"] / full["mean"]["teacher"]["AP"]["mean"]
               for p in candidates}
     percent = min(ratios, key=lambda p: abs(ratios[p] - COCO_SUPERVISED_RATIO))
@@ -196,9 +196,11 @@ def dataset_result(dataset, runs, percents, args):
         b = block(twin(p), f"supervised, {p:g} % labeled, pretrained start", runs.get(twin(p), {}))
         if b:
             curve[twin(p)] = {**b, "percent": p}
-    choice = choose(curve, percents)
-    if args.percent is not None:
-        choice = {**(choice or {}), "percent": args.percent, "chosen_by": "--percent"}
+    # the choice reads the whole recorded curve; a training run also waits for the percents it trains
+    choice = choose(curve, sorted(recorded | {100} if args.report_only else set(percents) | recorded))
+    if args.percent is not None and (choice or {}).get("percent") != args.percent:
+        ratio = (choice or {}).get("ratios", {}).get(f"{args.percent:g}")
+        choice = {**(choice or {}), "percent": args.percent, "supervised_ratio": ratio, "chosen_by": "--percent"}
     out = {"source": SOURCE[dataset], "curve": curve, "choice": choice, "arms": {}}
     if choice is None:
         return out

@@ -157,6 +157,33 @@ def test_the_regime_is_the_fraction_nearest_two_thirds_of_the_fully_labeled_twin
     assert "| soft_teacher_no_box_jitter | soft_teacher | +1.0 | +1.0 | lower | disagrees | 1 |" in report
 
 
+def test_the_regime_choice_reads_every_recorded_fraction_whatever_fractions_a_run_names(tmp_path):
+    # recorded twins 1 % 20, 2 % 30, 5 % 40, 100 % 60 -> ratios 0.33, 0.5, 0.67: 5 % is chosen even by a
+    # run naming only 100 and 2; --percent 2 overrides it and says so, with 2 %'s own ratio
+    curve = {f"supervised_{p}pct": {"seeds": {"1": regime_run(ap)}} for p, ap in ((1, 20), (2, 30), (5, 40), (100, 60))}
+    results = tmp_path / "results"
+    results.mkdir()
+
+    def choice(*flags):
+        with open(results / "regimes.json", "w") as f:
+            json.dump({"datasets": {"shapes": {"curve": curve, "arms": {}}}}, f)
+        subprocess.run([sys.executable, os.path.join(REPO, "bench", "regimes.py"), "--report-only", "--dataset",
+                        "shapes", "--results", str(results), "--work-dir", str(tmp_path / "work"), *flags],
+                       check=True, capture_output=True)
+        with open(results / "regimes.json") as f:
+            return json.load(f)["datasets"]["shapes"]["choice"]
+
+    ratios = {"1": pytest.approx(1 / 3, abs=1e-4), "2": 0.5, "5": pytest.approx(2 / 3, abs=1e-4)}
+    chosen = choice("--percents", "100", "2")
+    assert chosen.pop("ratios") == ratios and "chosen_by" not in chosen
+    assert chosen["percent"] == 5 and chosen["supervised_ratio"] == pytest.approx(2 / 3, abs=1e-4)
+    assert "chosen_by" not in choice("--percents", "100", "5", "--percent", "5")
+    overridden = choice("--percents", "100", "2", "--percent", "2")
+    assert overridden.pop("ratios") == ratios
+    assert overridden == {"percent": 2, "supervised_ratio": 0.5, "chosen_by": "--percent",
+                          "target_ratio": pytest.approx(26.9 / 40.9, abs=1e-4), "regime": "pretrained_2pct"}
+
+
 def test_the_metrics_detectron2_printed_last_for_boxes_are_read_from_a_log():
     log = "\n".join([
         "[12/01 09:24:15 d2.evaluation.testing]: copypaste: Task: bbox",
