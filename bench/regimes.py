@@ -192,15 +192,17 @@ def block(name, what, runs):
 def dataset_result(dataset, runs, percents, args):
     curve = {}
     recorded = {float(m.group(1)) for m in map(TWIN_NAME.match, runs) if m}
-    for p in sorted(set(percents) | recorded):
+    known = set(percents) | recorded
+    for p in sorted(known):
         b = block(twin(p), f"supervised, {p:g} % labeled, pretrained start", runs.get(twin(p), {}))
         if b:
             curve[twin(p)] = {**b, "percent": p}
     # the choice reads the whole recorded curve; a training run also waits for the percents it trains
-    choice = choose(curve, sorted(recorded | {100} if args.report_only else set(percents) | recorded))
-    if args.percent is not None and (choice or {}).get("percent") != args.percent:
-        ratio = (choice or {}).get("ratios", {}).get(f"{args.percent:g}")
-        choice = {**(choice or {}), "percent": args.percent, "supervised_ratio": ratio, "chosen_by": "--percent"}
+    choice = choose(curve, sorted(recorded | {100} if args.report_only else known))
+    from_curve = choice or {}
+    if args.percent is not None and from_curve.get("percent") != args.percent:
+        choice = {**from_curve, "percent": args.percent, "chosen_by": "--percent",
+                  "supervised_ratio": from_curve.get("ratios", {}).get(f"{args.percent:g}")}
     out = {"source": SOURCE[dataset], "curve": curve, "choice": choice, "arms": {}}
     if choice is None:
         return out
