@@ -327,7 +327,8 @@ def plot_bars(path, datasets):
 
 
 def plot_curves(path, dataset, arms):
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)  # one colour an arm, for up to 20 arms
     for arm, result in arms.items():
         run = next(iter(result["seeds"].values()))
         for model, curve in run["curves"].items():
@@ -339,7 +340,7 @@ def plot_curves(path, dataset, arms):
     ax.set_xlabel("iteration")
     ax.set_ylabel("AP")
     ax.set_title(f"{dataset}: AP over training (teacher or supervised model, first seed)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     save_figure(fig, path)
 
 

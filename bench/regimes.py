@@ -26,7 +26,8 @@ config and schedule; the labeled images are fold 1 of each percent, seeds change
 
 Runs go under ``output/bench/regimes/<dataset>/``; a run finished there or recorded in the result
 file is read back, not repeated. Writes ``bench/results/regimes.json`` (start, curves, choice, arms
-with seeds and spreads), ``regimes.md`` and ``regimes_curves.png``, and per dataset the block
+with seeds and spreads), ``regimes.md``, ``regimes_curves.png`` (the twin against the label fraction),
+``regimes_training_<dataset>.png`` (the regime's arms' AP over iterations, first seed) and per dataset the block
 ``regimes.pretrained_<P>pct`` (``supervised_ratio``, ``gap_closed``, ``gap_closed_plus``) of
 ``bench/results/quality.json``.
 """
@@ -341,6 +342,8 @@ def _write_results(args, runs_by_dataset):
             p = d["choice"]["percent"]
             d["choice"]["regime"] = f"pretrained_{p:g}pct"
             d["figures"] = quality.gap_figures(regime_arms(d), partial=twin(p), full=twin(100))
+            quality.plot_curves(os.path.join(args.results, f"regimes_training_{dataset}.png"),
+                                f"{dataset}, {d['choice']['regime']}", regime_arms(d))
             update_quality_json(args.results, dataset, d["choice"]["regime"], d["figures"])
             d["rescored"] = rescored_figures(regime_arms(d), twin(p), args.eval_score_thresh)
             d["comparisons"] = comparisons(d["arms"])

@@ -150,7 +150,7 @@ def test_the_regime_is_the_fraction_nearest_two_thirds_of_the_fully_labeled_twin
                                        "source": "lower", "verdict": "disagrees", "seeds": 1},
         "soft_teacher_score_0.7": {"against": "soft_teacher", "delta_ap": 0.5, "delta_ap75": 0.5,
                                    "source": "not higher", "verdict": "within the seed spread", "seeds": 1}}
-    assert (results / "regimes_curves.png").exists()
+    assert (results / "regimes_curves.png").exists() and (results / "regimes_training_shapes.png").exists()
     report = (results / "regimes.md").read_text()
     assert "Regime pretrained_5pct" in report
     assert "At test score threshold 0.001" in report and "soft_teacher 53.0 (74.0, 49.0)" in report
