@@ -341,11 +341,12 @@ def _write_results(args, runs_by_dataset):
         if d["choice"]:
             p = d["choice"]["percent"]
             d["choice"]["regime"] = f"pretrained_{p:g}pct"
-            d["figures"] = quality.gap_figures(regime_arms(d), partial=twin(p), full=twin(100))
+            arms = regime_arms(d)
+            d["figures"] = quality.gap_figures(arms, partial=twin(p), full=twin(100))
             quality.plot_curves(os.path.join(args.results, f"regimes_training_{dataset}.png"),
-                                f"{dataset}, {d['choice']['regime']}", regime_arms(d))
+                                f"{dataset}, {d['choice']['regime']}", arms)
             update_quality_json(args.results, dataset, d["choice"]["regime"], d["figures"])
-            d["rescored"] = rescored_figures(regime_arms(d), twin(p), args.eval_score_thresh)
+            d["rescored"] = rescored_figures(arms, twin(p), args.eval_score_thresh)
             d["comparisons"] = comparisons(d["arms"])
         result["datasets"][dataset] = d
     lines = []
