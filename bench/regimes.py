@@ -334,8 +334,12 @@ def _write_results(args, runs_by_dataset):
     path = os.path.join(args.results, "regimes.json")
     if os.path.exists(path):  # datasets this run does not train (another run may) stay as written
         with open(path) as f:
-            result["datasets"] = {d: block for d, block in json.load(f).get("datasets", {}).items()
-                                  if d not in runs_by_dataset}
+            written = json.load(f).get("datasets", {})
+        result["datasets"] = {d: block for d, block in written.items() if d not in runs_by_dataset}
+        for dataset, runs in runs_by_dataset.items():  # and runs another process recorded meanwhile
+            for name, seeds in runs_of(written.get(dataset, {})).items():
+                for seed, run in seeds.items():
+                    runs.setdefault(name, {}).setdefault(seed, run)
     for dataset, runs in runs_by_dataset.items():
         d = dataset_result(dataset, runs, args.percents, args)
         if d["choice"]:

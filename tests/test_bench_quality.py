@@ -184,6 +184,33 @@ def test_the_regime_choice_reads_every_recorded_fraction_whatever_fractions_a_ru
                           "target_ratio": pytest.approx(26.9 / 40.9, abs=1e-4), "regime": "pretrained_2pct"}
 
 
+def test_a_run_rewriting_a_dataset_keeps_the_runs_another_process_recorded_there_meanwhile(tmp_path):
+    # this process knows twins 2 % (30) and 100 % (60) and plus seed 1 (50); another process of the same
+    # dataset recorded plus seed 2 (54) and the 10 % twin (55) since: the rewrite keeps all five, and
+    # where both hold a run, this process's own (plus seed 1: 50, not the file's 40)
+    results = tmp_path / "results"
+    results.mkdir()
+    other = {"curve": {"supervised_10pct": {"seeds": {"1": regime_run(55)}}},
+             "arms": {"plus_no_box_jitter": {"run": "plus_no_box_jitter_2pct",
+                                             "seeds": {"1": regime_run(40), "2": regime_run(54)}}}}
+    with open(results / "regimes.json", "w") as f:
+        json.dump({"datasets": {"shapes": other}}, f)
+    mine = {"supervised_2pct": {"1": regime_run(30)}, "supervised_100pct": {"1": regime_run(60)},
+            "plus_no_box_jitter_2pct": {"1": regime_run(50)}}
+    code = ("import argparse, json, sys, regimes\n"
+            f"args = argparse.Namespace(results={str(results)!r}, opts=[], percents=[100, 2], percent=2.0,\n"
+            "                          report_only=False, eval_score_thresh=0)\n"
+            "regimes.write_results(args, {'shapes': json.loads(sys.stdin.read())})\n")
+    subprocess.run([sys.executable, "-c", code], cwd=os.path.join(REPO, "bench"), input=json.dumps(mine),
+                   text=True, check=True, capture_output=True)
+    with open(results / "regimes.json") as f:
+        shapes = json.load(f)["datasets"]["shapes"]
+    assert {name: block["mean"]["teacher"]["AP"]["mean"] for name, block in shapes["curve"].items()} == {
+        "supervised_2pct": 30.0, "supervised_10pct": 55.0, "supervised_100pct": 60.0}
+    plus = shapes["arms"]["plus_no_box_jitter"]["seeds"]
+    assert {seed: run["final"]["teacher"]["AP"] for seed, run in plus.items()} == {"1": 50, "2": 54}
+
+
 def test_the_metrics_detectron2_printed_last_for_boxes_are_read_from_a_log():
     log = "\n".join([
         "[12/01 09:24:15 d2.evaluation.testing]: copypaste: Task: bbox",
