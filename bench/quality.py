@@ -245,21 +245,28 @@ def teacher(arms, arm, metric="AP"):
 
 
 def gap_figures(arms, partial="supervised_10pct", full="supervised_100pct"):
-    """supervised_ratio (partial twin / fully labeled twin), gap_closed (soft_teacher) and
-    gap_closed_plus (plus_no_box_jitter), teacher AP, where their arms have run."""
+    """supervised_ratio (partial twin / fully labeled twin), gap_closed (soft_teacher),
+    gap_closed_plus (plus_no_box_jitter) and gap_closed_by_arm (every semi-supervised arm), teacher
+    AP, where their arms have run."""
     out = {}
     a, b = teacher(arms, partial), teacher(arms, full)
     if a is not None and b:
         out["supervised_ratio"] = round(a / b, 4)
+    if a is None or b is None or b == a:
+        return out
+    by_arm = {arm: round((teacher(arms, arm) - a) / (b - a), 4) for arm in arms
+              if arm not in (partial, full) and arm not in SUPERVISED}
     for key, arm in (("gap_closed", "soft_teacher"), ("gap_closed_plus", PLUS)):
-        if a is not None and b is not None and b != a and arm in arms:
-            out[key] = round((teacher(arms, arm) - a) / (b - a), 4)
+        if arm in by_arm:
+            out[key] = by_arm[arm]
+    if by_arm:
+        out["gap_closed_by_arm"] = by_arm
     return out
 
 
 def dataset_summary(arms):
     """gap_closed, gap_closed_plus, ratio and the box jitter gains, where their arms have run."""
-    out = {k: v for k, v in gap_figures(arms).items() if k != "supervised_ratio"}
+    out = {k: v for k, v in gap_figures(arms).items() if k not in ("supervised_ratio", "gap_closed_by_arm")}
     a = teacher(arms, "supervised_10pct")
     if a is not None and "soft_teacher" in arms:
         out["ratio"] = round(teacher(arms, "soft_teacher") / a, 4)
@@ -288,7 +295,10 @@ def table_lines(arms, summary):
              "jitter_gain_ap75_faithful": "box jitter's AP75 gain (soft_teacher - soft_teacher_no_box_jitter)"}
     if summary:
         lines += ["", "; ".join(f"{words[k]}: **{v:+.2f}**" if k.startswith("jitter") else f"{words[k]}: **{v:.3f}**"
-                                for k, v in summary.items())]
+                                for k, v in summary.items() if k in words)]
+    if "gap_closed_by_arm" in summary:
+        lines += ["", "Gap closed by each arm: " + ", ".join(f"{arm} {v:.3f}"
+                                                          for arm, v in summary["gap_closed_by_arm"].items())]
     return lines
 
 

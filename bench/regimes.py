@@ -28,8 +28,8 @@ Runs go under ``output/bench/regimes/<dataset>/``; a run finished there or recor
 file is read back, not repeated. Writes ``bench/results/regimes.json`` (start, curves, choice, arms
 with seeds and spreads), ``regimes.md``, ``regimes_curves.png`` (the twin against the label fraction),
 ``regimes_training_<dataset>.png`` (the regime's arms' AP over iterations, first seed) and per dataset the block
-``regimes.pretrained_<P>pct`` (``supervised_ratio``, ``gap_closed``, ``gap_closed_plus``) of
-``bench/results/quality.json``.
+``regimes.pretrained_<P>pct`` (``supervised_ratio``, ``gap_closed``, ``gap_closed_plus`` and every arm's
+``gap_closed_by_arm``) of ``bench/results/quality.json``.
 """
 
 import argparse

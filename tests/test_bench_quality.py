@@ -54,9 +54,12 @@ def test_summary_per_dataset_and_the_top_level_faithful_numbers(tmp_path):
                                 "plus_no_box_jitter", "adaptive_box_jitter_unturned"}
     assert out["datasets"]["glyphs"].keys() == {"arms", "regimes"}
     assert out["datasets"]["glyphs"]["regimes"] == {"scratch_10pct": {}}
+    by_arm = shapes["regimes"]["scratch_10pct"].pop("gap_closed_by_arm")
     assert shapes["regimes"]["scratch_10pct"] == pytest.approx(
         {"supervised_ratio": 41 / 60, "gap_closed": (46 - 41) / (60 - 41), "gap_closed_plus": (51 - 41) / (60 - 41)},
         abs=1e-4)
+    assert by_arm == pytest.approx({"soft_teacher": 5 / 19, "soft_teacher_no_box_jitter": 6 / 19,
+                                    "plus_no_box_jitter": 10 / 19, "adaptive_box_jitter_unturned": 7 / 19}, abs=1e-4)
     assert out["plus_met"] == {"shapes/gap_closed_plus": False, "shapes/jitter_gain_ap75": True}
     # iteration 799 is burn-in, outside every phase
     assert shapes["arms"]["plus_no_box_jitter"]["pseudo_labels_seed1"] == {
@@ -134,13 +137,19 @@ def test_the_regime_is_the_fraction_nearest_two_thirds_of_the_fully_labeled_twin
     assert shapes["curve"]["supervised_5pct"]["mean"]["teacher"]["AP"] == {"mean": 40.0, "spread": 2.0}
     expected = {"supervised_ratio": 40 / 60, "gap_closed": (50 - 40) / (60 - 40),
                 "gap_closed_plus": (55 - 40) / (60 - 40)}
-    assert shapes["figures"] == pytest.approx(expected, abs=1e-4)
+    # every arm's share of the gap: hard background 48, no box jitter 51, threshold 0.7 50.5 (seed means)
+    by_arm = {"soft_teacher": 0.5, "soft_teacher_hard_background": 0.4, "soft_teacher_no_box_jitter": 0.55,
+              "plus_no_box_jitter": 0.75, "soft_teacher_score_0.7": 0.525}
     with open(results / "quality.json") as f:
-        assert json.load(f)["datasets"]["shapes"]["regimes"]["pretrained_5pct"] == pytest.approx(expected, abs=1e-4)
+        recorded = json.load(f)["datasets"]["shapes"]["regimes"]["pretrained_5pct"]
+    for figures in (shapes["figures"], recorded):
+        assert figures.pop("gap_closed_by_arm") == pytest.approx(by_arm, abs=1e-4)
+        assert figures == pytest.approx(expected, abs=1e-4)
     rescored = dict(shapes["rescored"])
     assert rescored.pop("teacher") == {"supervised_5pct": {"AP": 43.0, "AP50": 64.0, "AP75": 39.0},
                                        "supervised_100pct": {"AP": 62.0, "AP50": 83.0, "AP75": 58.0},
                                        "soft_teacher": {"AP": 53.0, "AP50": 74.0, "AP75": 49.0}}
+    assert rescored.pop("gap_closed_by_arm") == pytest.approx({"soft_teacher": (53 - 43) / (62 - 43)}, abs=1e-4)
     assert rescored == pytest.approx({"score_thresh": 0.001, "gap_closed": (53 - 43) / (62 - 43),
                                       "supervised_ratio": 43 / 62}, abs=1e-4)
     assert shapes["comparisons"] == {
@@ -153,6 +162,7 @@ def test_the_regime_is_the_fraction_nearest_two_thirds_of_the_fully_labeled_twin
     assert (results / "regimes_curves.png").exists() and (results / "regimes_training_shapes.png").exists()
     report = (results / "regimes.md").read_text()
     assert "Regime pretrained_5pct" in report
+    assert "Gap closed by each arm: soft_teacher 0.500, soft_teacher_hard_background 0.400" in report
     assert "At test score threshold 0.001" in report and "soft_teacher 53.0 (74.0, 49.0)" in report
     assert "| soft_teacher_no_box_jitter | soft_teacher | +1.0 | +1.0 | lower | disagrees | 1 |" in report
 
