@@ -338,8 +338,7 @@ def _write_results(args, runs_by_dataset):
         result["datasets"] = {d: block for d, block in written.items() if d not in runs_by_dataset}
         for dataset, runs in runs_by_dataset.items():  # and runs another process recorded meanwhile
             for name, seeds in runs_of(written.get(dataset, {})).items():
-                for seed, run in seeds.items():
-                    runs.setdefault(name, {}).setdefault(seed, run)
+                runs[name] = {**seeds, **runs.get(name, {})}  # this process's own run wins
     for dataset, runs in runs_by_dataset.items():
         d = dataset_result(dataset, runs, args.percents, args)
         if d["choice"]:
