@@ -254,8 +254,7 @@ def gap_figures(arms, partial="supervised_10pct", full="supervised_100pct"):
         out["supervised_ratio"] = round(a / b, 4)
     if a is None or b is None or b == a:
         return out
-    by_arm = {arm: round((teacher(arms, arm) - a) / (b - a), 4) for arm in arms
-              if arm not in (partial, full) and arm not in SUPERVISED}
+    by_arm = {arm: round((teacher(arms, arm) - a) / (b - a), 4) for arm in arms if arm not in (partial, full)}
     for key, arm in (("gap_closed", "soft_teacher"), ("gap_closed_plus", PLUS)):
         if arm in by_arm:
             out[key] = by_arm[arm]
