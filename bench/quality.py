@@ -46,6 +46,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASETS = {"shapes": os.path.join("configs", "Shapes"), "glyphs": os.path.join("configs", "Glyphs")}
 SEMI_CONFIG = "soft_teacher_R18_FPN_10pct.yaml"
 PLUS_CONFIG = "soft_teacher_plus_no_box_jitter_R18_FPN_10pct.yaml"
+MIXED_CONFIG = "soft_teacher_plus_no_box_jitter_mixpl_R18_FPN_10pct.yaml"  # PLUS_CONFIG + PSEUDO_MIXING
 ADAPTIVE_JITTER = ["SEMI.ADAPTIVE_REG_UNCERTAINTY_THRESH.ENABLED", "True"]
 IGNORE_UNCERTAIN = ["SEMI.IGNORE_UNCERTAIN", "True", "MODEL.PROPOSAL_GENERATOR.NAME", "PseudoLabelRPN"]
 PREDICTION_GUIDED = ["SEMI.PREDICTION_GUIDED_ASSIGNMENT.ENABLED", "True"]
@@ -90,7 +91,7 @@ ARMS = {
     f"{PLUS}_pla": (f"{PLUS} with PseCo's prediction-guided label assignment", PLUS_CONFIG, PREDICTION_GUIDED),
     "soft_teacher_mixpl": ("soft_teacher with MixPL's mixed pseudo-labels (a mosaic and mixups of cached views)",
                            SEMI_CONFIG, PSEUDO_MIXING),
-    f"{PLUS}_mixpl": (f"{PLUS} with MixPL's mixed pseudo-labels", PLUS_CONFIG, PSEUDO_MIXING),
+    f"{PLUS}_mixpl": (f"{PLUS} with MixPL's mixed pseudo-labels", MIXED_CONFIG, []),
     "soft_teacher_alpha_0": ("soft_teacher with alpha 0: supervised training with an EMA teacher", SEMI_CONFIG,
                              ["SEMI.UNSUP_WEIGHT", "0.0"]),
     "adaptive_box_jitter": ("soft_teacher with adaptive box jitter: the less uncertain half of the confident "

@@ -127,8 +127,12 @@ def _flat(node, prefix=""):
     return out
 
 
+MIXED_CONFIGS = sorted(glob.glob(config_path("*", "soft_teacher_plus_*_mixpl_*.yaml")))
+
+
 @pytest.mark.parametrize(
-    "path", sorted(glob.glob(config_path("*", "soft_teacher_plus_*.yaml"))), ids=os.path.basename
+    "path", sorted(set(glob.glob(config_path("*", "soft_teacher_plus_*.yaml"))) - set(MIXED_CONFIGS)),
+    ids=os.path.basename,
 )
 def test_every_plus_config_is_its_published_config_with_uncertain_detections_ignored(path):
     """Two recipes, two names: "plus" ignores uncertain detections; "plus, no box jitter" also
@@ -145,6 +149,16 @@ def test_every_plus_config_is_its_published_config_with_uncertain_detections_ign
     assert plus["SEMI.IGNORE_UNCERTAIN"] and plus["MODEL.PROPOSAL_GENERATOR.NAME"] == "PseudoLabelRPN"
     assert plus["SEMI.IGNORE_MIN_SCORE"] == 0.3
     assert plus["SEMI.BOX_JITTER"] is not small_images  # unlabeled regression off on 128-px images
+
+
+@pytest.mark.parametrize("path", MIXED_CONFIGS, ids=lambda p: os.path.basename(os.path.dirname(p)))
+def test_the_mixed_configs_are_plus_no_box_jitter_with_mosaic_and_mixup_on(path):
+    mixed = _flat(load_config(path))
+    plus = _flat(load_config(path.replace("_mixpl_", "_")))
+    changed = {key for key in mixed if mixed[key] != plus[key]}
+    assert changed == {"SEMI.PSEUDO_MIXING.MOSAIC", "SEMI.PSEUDO_MIXING.MIXUP", "OUTPUT_DIR"}
+    assert mixed["SEMI.PSEUDO_MIXING.MOSAIC"] and mixed["SEMI.PSEUDO_MIXING.MIXUP"]
+    assert {os.path.basename(os.path.dirname(p)) for p in MIXED_CONFIGS} == {"Shapes", "Glyphs"}
 
 
 def test_the_renamed_adaptive_regression_key_still_works_for_one_release_with_a_warning(tmp_path, caplog):
