@@ -352,8 +352,9 @@ def _write_results(args, runs_by_dataset):
             d["rescored"] = rescored_figures(arms, twin(p), args.eval_score_thresh)
             d["comparisons"] = comparisons(d["arms"])
         result["datasets"][dataset] = d
+    result["datasets"] = dict(sorted(result["datasets"].items(), key=lambda item: list(SOURCE).index(item[0])))
     lines = []
-    for dataset, d in sorted(result["datasets"].items(), key=lambda item: list(SOURCE).index(item[0])):
+    for dataset, d in result["datasets"].items():
         lines += [f"### {dataset}: pretrained start from {d['source']}", "", "Supervised twin by label fraction:", ""]
         lines += table_lines(d["curve"], {})
         if d["choice"]:
