@@ -352,7 +352,7 @@ def _write_results(args, runs_by_dataset):
             d["rescored"] = rescored_figures(arms, twin(p), args.eval_score_thresh)
             d["comparisons"] = comparisons(d["arms"])
         result["datasets"][dataset] = d
-    result["datasets"] = dict(sorted(result["datasets"].items(), key=lambda item: list(SOURCE).index(item[0])))
+    result["datasets"] = {d: result["datasets"][d] for d in SOURCE if d in result["datasets"]}  # a stable order
     lines = []
     for dataset, d in result["datasets"].items():
         lines += [f"### {dataset}: pretrained start from {d['source']}", "", "Supervised twin by label fraction:", ""]
