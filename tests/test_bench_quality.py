@@ -221,6 +221,22 @@ def test_a_run_rewriting_a_dataset_keeps_the_runs_another_process_recorded_there
     assert {seed: run["final"]["teacher"]["AP"] for seed, run in plus.items()} == {"1": 50, "2": 54}
 
 
+def test_the_result_file_lists_the_datasets_in_one_order_whichever_process_wrote_last(tmp_path):
+    # one process per dataset: glyphs' writes first, then shapes'; the file still lists shapes, glyphs
+    results = tmp_path / "results"
+    results.mkdir()
+    runs = {"supervised_2pct": {"1": regime_run(30)}, "supervised_100pct": {"1": regime_run(60)}}
+    for dataset in ("glyphs", "shapes"):
+        code = ("import argparse, json, sys, regimes\n"
+                f"args = argparse.Namespace(results={str(results)!r}, opts=[], percents=[100, 2], percent=2.0,\n"
+                "                          report_only=False, eval_score_thresh=0)\n"
+                f"regimes.write_results(args, {{{dataset!r}: json.loads(sys.stdin.read())}})\n")
+        subprocess.run([sys.executable, "-c", code], cwd=os.path.join(REPO, "bench"), input=json.dumps(runs),
+                       text=True, check=True, capture_output=True)
+    with open(results / "regimes.json") as f:
+        assert list(json.load(f)["datasets"]) == ["shapes", "glyphs"]
+
+
 def test_the_metrics_detectron2_printed_last_for_boxes_are_read_from_a_log():
     log = "\n".join([
         "[12/01 09:24:15 d2.evaluation.testing]: copypaste: Task: bbox",
