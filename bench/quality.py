@@ -194,14 +194,36 @@ def rescore(out_dir, thresh):
     """AP, AP50, AP75 of a finished run's final model (the teacher of a Soft Teacher run) evaluated
     with TEST.EVAL_SCORE_THRESH ``thresh``, or None without a final model. The original reports its
     best figures keeping detections down to 1e-3 (its README); training evaluates at 0.05."""
+    return evaluate_final(out_dir, f"eval_score_thresh_{thresh:g}", ["TEST.EVAL_SCORE_THRESH", str(thresh)],
+                          f"at score threshold {thresh:g}")
+
+
+def test_split_opts(dataset):
+    """Overrides that evaluate on the dataset's test split: images no choice is made on."""
+    if dataset == "glyphs":
+        from softteacher.datasets.synthetic.glyphs import default_glyphs_root
+
+        root = default_glyphs_root()
+        return ["DATASETS.CUSTOM.TEST_JSON", os.path.join(root, "annotations", "instances_test.json"),
+                "DATASETS.CUSTOM.TEST_IMAGES", os.path.join(root, "test"), "DATASETS.TEST", "('glyphs_test',)"]
+    return ["DATASETS.TEST", f"('{dataset}_test',)"]
+
+
+def evaluate_on_test(out_dir, dataset):
+    """AP, AP50, AP75 of a finished run's final model on the test split (None without one)."""
+    prepare_dataset(dataset)
+    return evaluate_final(out_dir, "eval_test", test_split_opts(dataset), "on the test split")
+
+
+def evaluate_final(out_dir, eval_name, opts, what):
+    """``train_net.py --eval-only`` of a run's final model with ``opts``; its AP, AP50, AP75."""
     weights = os.path.join(out_dir, "model_final.pth")
     if not os.path.exists(weights):
         return None
-    eval_dir = os.path.join(out_dir, f"eval_score_thresh_{thresh:g}")
+    eval_dir = os.path.join(out_dir, eval_name)
     cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--eval-only", "--config-file",
-           os.path.join(out_dir, "config.yaml"), "MODEL.WEIGHTS", weights, "OUTPUT_DIR", eval_dir,
-           "TEST.EVAL_SCORE_THRESH", str(thresh)]
-    print(f"[quality] rescoring {out_dir} at score threshold {thresh:g}", flush=True)
+           os.path.join(out_dir, "config.yaml"), "MODEL.WEIGHTS", weights, "OUTPUT_DIR", eval_dir, *opts]
+    print(f"[quality] evaluating {out_dir} {what}", flush=True)
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     os.makedirs(eval_dir, exist_ok=True)
     with open(os.path.join(eval_dir, "eval.log"), "w") as log:

@@ -71,8 +71,10 @@ COMPARISONS = (("soft_teacher_hard_background", "soft_teacher", "lower"),
                ("soft_teacher_mixpl", "soft_teacher", "higher"), (f"{PLUS}_mixpl", PLUS, "higher"),
                ("soft_teacher_focal", "soft_teacher", "higher"), (f"{PLUS}_focal", PLUS, "higher"),
                (f"{PLUS}_strong_scales", PLUS, "higher"))
+RECOMMENDED = f"{PLUS}_mixpl"  # the recipe the family's recommended configs train
 KEEP_PREFIX = "backbone.bottom_up."
 TWIN_NAME = re.compile(r"^supervised_([0-9.]+)pct$")
+CEILING_NAME = re.compile(r"^supervised_100pct(?:_([0-9.]+)x)?$")
 _SOURCE_LOCKS = {source: threading.Lock() for source in SOURCE}
 _WRITE_LOCK = threading.Lock()
 
@@ -132,16 +134,36 @@ class Regime:
         self.recorded = recorded  # {run name: {seed: run}} from the result file
         os.makedirs(self.root, exist_ok=True)
 
-    def run(self, name, arm, percent, seed):
-        """One run's result: recorded, finished under the work dir, or trained now."""
-        if str(seed) not in self.recorded.get(name, {}):
+    def run(self, name, arm, percent, seed, schedule=1):
+        """One run's result: recorded, finished under the work dir, or trained now (also when
+        --retrain-for-test and it was recorded without a test figure and its model is gone)."""
+        recorded = self.recorded.get(name, {}).get(str(seed))
+        out_dir = os.path.join(self.root, f"{name}_seed{seed}")
+        if (recorded is not None and self.args.retrain_for_test and "test" not in recorded
+                and not os.path.exists(os.path.join(out_dir, "model_final.pth"))):
+            recorded = self.recorded[name].pop(str(seed))
+        if recorded is None:
             weights = pretrained_start(self.dataset, self.args.quality_work_dir, self.args.work_dir)
             semi = arm not in quality.SUPERVISED
-            opts = ["MODEL.WEIGHTS", weights, *split_overrides(self.dataset, percent, semi), *self.args.opts]
+            opts = ["MODEL.WEIGHTS", weights, *split_overrides(self.dataset, percent, semi),
+                    *schedule_opts(self.dataset, arm, schedule), *self.args.opts]
             result = quality.run_arm(self.dataset, arm, seed, self.root, opts, run_name=name)
-            self.recorded.setdefault(name, {})[str(seed)] = result
+            self.recorded.setdefault(name, {})[str(seed)] = {**result, "schedule": schedule}
+        self.test(name, seed)
         self.rescore(name, seed)
         return self.recorded[name][str(seed)]
+
+    def test(self, name, seed):
+        """Add the final model's AP on the test split to a run's result, once, where the run's
+        folder still holds its final model."""
+        result = self.recorded[name][str(seed)]
+        if "test" in result:
+            return
+        out_dir = os.path.join(self.root, f"{name}_seed{seed}")
+        metrics = quality.evaluate_on_test(out_dir, self.dataset)
+        if metrics is not None:
+            result["test"] = metrics
+            save_to_run(out_dir, "test", metrics)
 
     def rescore(self, name, seed):
         """Add the final model's AP at --eval-score-thresh to a run's result, once, where the run's
@@ -155,35 +177,102 @@ class Regime:
         if metrics is None:
             return
         result.setdefault("rescored", {})[f"{thresh:g}"] = metrics
-        done = os.path.join(out_dir, "quality_run.json")
-        if os.path.exists(done):
-            with open(done) as f:
-                saved = json.load(f)
-            saved.setdefault("rescored", {})[f"{thresh:g}"] = metrics
-            dump_json(done, saved)
+        save_to_run(out_dir, "rescored", result["rescored"])
+
+
+def save_to_run(out_dir, key, value):
+    """Keep ``value`` under ``key`` in the run folder's result file too (read back on a rerun)."""
+    done = os.path.join(out_dir, "quality_run.json")
+    if os.path.exists(done):
+        with open(done) as f:
+            saved = json.load(f)
+        saved[key] = value
+        dump_json(done, saved)
+
+
+def schedule_name(name, schedule):
+    return name if schedule == 1 else f"{name}_{schedule:g}x"
+
+
+def schedule_opts(dataset, arm, schedule):
+    """The arm's schedule stretched ``schedule`` times: iterations, learning-rate steps, burn-in,
+    and the evaluation and checkpoint periods (so every schedule is evaluated as often)."""
+    if schedule == 1:
+        return []
+    from softteacher import load_config
+
+    cfg = load_config(os.path.join(REPO, quality.config_file(dataset, arm)))
+    period = round(quality.semi_eval_period(dataset) * schedule)
+    opts = ["SOLVER.MAX_ITER", str(round(cfg.SOLVER.MAX_ITER * schedule)),
+            "SOLVER.STEPS", str(tuple(round(step * schedule) for step in cfg.SOLVER.STEPS)),
+            "TEST.EVAL_PERIOD", str(period), "SOLVER.CHECKPOINT_PERIOD", str(period)]
+    if arm not in quality.SUPERVISED:
+        opts += ["SEMI.BURN_IN_ITERS", str(round(cfg.SEMI.BURN_IN_ITERS * schedule))]
+    return opts
 
 
 def runs_of(regimes):
     """{run name: {seed: run}} of a dataset's block in regimes.json."""
     runs = {name: dict(block["seeds"]) for name, block in regimes.get("curve", {}).items()}
+    for name, block in ((regimes.get("ceiling") or {}).get("runs") or {}).items():
+        runs[name] = dict(block["seeds"])
     for block in regimes.get("arms", {}).values():
         runs[block["run"]] = dict(block["seeds"])
     return runs
 
 
-def choose(curve, percents):
-    """The percent whose twin (mean teacher AP) is closest to COCO's 2/3 of the 100 % twin, once
-    every percent of the curve has a run (None before)."""
+def choose(curve, percents, full):
+    """The percent whose twin (mean teacher AP) is closest to COCO's 2/3 of the fully labeled twin
+    ``full`` (a block: the ceiling), once every percent of the curve has a run (None before)."""
     candidates = [p for p in percents if p != 100]
-    if not candidates or any(twin(p) not in curve for p in [100, *candidates]):
+    if not candidates or full is None or any(twin(p) not in curve for p in candidates):
         return None
-    full = curve[twin(100)]
     ratios = {p: curve[twin(p)]["mean"]["teacher"]["AP"]["mean"] / full["mean"]["teacher"]["AP"]["mean"]
               for p in candidates}
     percent = min(ratios, key=lambda p: abs(ratios[p] - COCO_SUPERVISED_RATIO))
     return {"percent": percent, "supervised_ratio": round(ratios[percent], 4),
             "ratios": {f"{p:g}": round(r, 4) for p, r in sorted(ratios.items())},
             "target_ratio": round(COCO_SUPERVISED_RATIO, 4)}
+
+
+def ceiling(dataset, runs):
+    """The fully labeled twin at every schedule trained: its val and test teacher AP, and the
+    schedule val chooses (the highest val AP; the shortest among equals). None before a run."""
+    schedules = {}
+    for name, seeds in runs.items():
+        m = CEILING_NAME.match(name)
+        if not m or not seeds:
+            continue
+        k = float(m.group(1) or 1)
+        tested = [r["test"]["AP"] for r in seeds.values() if "test" in r]
+        schedules[f"{k:g}"] = {
+            "run": name, "iterations": round(base_iters(dataset) * k), "seeds": sorted(seeds),
+            "val_ap": round(statistics.fmean(r["final"]["teacher"]["AP"] for r in seeds.values()), 2),
+            "test_ap": round(statistics.fmean(tested), 2) if len(tested) == len(seeds) else None}
+    if not schedules:
+        return None
+    chosen = max(sorted(schedules, key=float), key=lambda k: schedules[k]["val_ap"])
+    stretched = {b["run"]: block(b["run"], f"supervised, 100 % labeled, pretrained start, {k}x schedule",
+                                 runs[b["run"]]) for k, b in schedules.items() if k != "1"}
+    return {"schedules": dict(sorted(schedules.items(), key=lambda kv: float(kv[0]))), "chosen": chosen,
+            "run": schedules[chosen]["run"], "iterations": schedules[chosen]["iterations"], "runs": stretched}
+
+
+def base_iters(dataset):
+    """SOLVER.MAX_ITER of the dataset's fully labeled twin: one schedule (1x)."""
+    from softteacher import load_config
+
+    return load_config(os.path.join(REPO, quality.config_file(dataset, "supervised_100pct"))).SOLVER.MAX_ITER
+
+
+def test_figures(arms, partial, full):
+    """gap_figures on the test split (teacher AP of each run's final model, mean over seeds), from
+    the arms whose every seed was evaluated there."""
+    means = {arm: statistics.fmean(r["test"]["AP"] for r in b["seeds"].values())
+             for arm, b in arms.items() if all("test" in r for r in b["seeds"].values())}
+    as_arms = {arm: {"mean": {"teacher": {"AP": {"mean": ap}}}} for arm, ap in means.items()}
+    figures = quality.gap_figures(as_arms, partial=partial, full=full)
+    return {**figures, "teacher_ap": {arm: round(v["mean"]["teacher"]["AP"]["mean"], 2) for arm, v in as_arms.items()}}
 
 
 def block(name, what, runs):
@@ -198,13 +287,15 @@ def dataset_result(dataset, runs, percents, args):
         b = block(twin(p), f"supervised, {p:g} % labeled, pretrained start", runs.get(twin(p), {}))
         if b:
             curve[twin(p)] = {**b, "percent": p}
+    top = ceiling(dataset, runs)
+    full = (top["runs"].get(top["run"]) or curve.get(top["run"])) if top else None
     # the choice reads the whole recorded curve; a training run also waits for the percents it trains
-    choice = choose(curve, sorted(recorded | {100} if args.report_only else known))
+    choice = choose(curve, sorted(recorded | {100} if args.report_only else known), full)
     from_curve = choice or {}
     if args.percent is not None and from_curve.get("percent") != args.percent:
         choice = {**from_curve, "percent": args.percent, "chosen_by": "--percent",
                   "supervised_ratio": from_curve.get("ratios", {}).get(f"{args.percent:g}")}
-    out = {"source": SOURCE[dataset], "curve": curve, "choice": choice, "arms": {}}
+    out = {"source": SOURCE[dataset], "curve": curve, "ceiling": top, "choice": choice, "arms": {}}
     if choice is None:
         return out
     p = choice["percent"]
@@ -247,7 +338,7 @@ def comparison_lines(rows):
     return lines
 
 
-def rescored_figures(arms, partial, thresh):
+def rescored_figures(arms, partial, full, thresh):
     """Teacher AP (AP50, AP75) at the rescoring threshold, mean over seeds, of the arms whose every
     seed was rescored, and the gap figures from them."""
     if thresh <= 0:
@@ -259,7 +350,14 @@ def rescored_figures(arms, partial, thresh):
     if not means:
         return None
     as_arms = {arm: {"mean": {"teacher": {"AP": {"mean": v["AP"]}}}} for arm, v in means.items()}
-    return {"score_thresh": thresh, "teacher": means, **quality.gap_figures(as_arms, partial=partial, full=twin(100))}
+    return {"score_thresh": thresh, "teacher": means, **quality.gap_figures(as_arms, partial=partial, full=full)}
+
+
+def test_line(figures):
+    aps = ", ".join(f"{arm} {ap:.1f}" for arm, ap in figures["teacher_ap"].items())
+    gaps = "; ".join(f"{k.replace('_', ' ')} {figures[k]:.3f}" for k in ("supervised_ratio", "gap_closed",
+                     "gap_closed_plus", "gap_closed_recommended") if k in figures)
+    return f"teacher AP {aps}" + (f"; {gaps}" if gaps else "") + "."
 
 
 def rescored_line(figures):
@@ -272,10 +370,11 @@ def rescored_line(figures):
 
 
 def regime_arms(result):
-    """The chosen regime's twins and arms, for its gap figures and table."""
+    """The chosen regime's twin, the ceiling and the arms, for the gap figures and the table."""
     p = result["choice"]["percent"]
-    twins = {name: result["curve"][name] for name in (twin(p), twin(100)) if name in result["curve"]}
-    return {**twins, **result["arms"]}
+    full = result["ceiling"]["run"]
+    twins = {twin(p): result["curve"].get(twin(p)), full: result["ceiling"]["runs"].get(full) or result["curve"][full]}
+    return {**{name: b for name, b in twins.items() if b}, **result["arms"]}
 
 
 def plot_curves(path, datasets):
@@ -288,10 +387,10 @@ def plot_curves(path, datasets):
             continue
         ax.errorbar([p for p, _ in points], [m["mean"] for _, m in points],
                     yerr=[m["spread"] / 2 for _, m in points], marker="o", capsize=3, label="supervised twin")
-        full = d["curve"].get(twin(100))
-        if full:
-            ax.axhline(COCO_SUPERVISED_RATIO * full["mean"]["teacher"]["AP"]["mean"], color="grey", linestyle="--",
-                       label="2/3 of 100 % (COCO 10 %'s ratio)")
+        if d.get("ceiling"):
+            top = d["ceiling"]
+            ax.axhline(COCO_SUPERVISED_RATIO * top["schedules"][top["chosen"]]["val_ap"], color="grey", linestyle="--",
+                       label=f"2/3 of 100 % at its val-chosen {top['chosen']}x schedule (COCO 10 %'s ratio)")
         if d["choice"]:
             ax.axvline(d["choice"]["percent"], color="green", linestyle=":", label="chosen regime")
         ax.set_xscale("log")
@@ -344,12 +443,16 @@ def _write_results(args, runs_by_dataset):
         if d["choice"]:
             p = d["choice"]["percent"]
             d["choice"]["regime"] = f"pretrained_{p:g}pct"
-            arms = regime_arms(d)
-            d["figures"] = quality.gap_figures(arms, partial=twin(p), full=twin(100))
+            arms, full = regime_arms(d), d["ceiling"]["run"]
+            d["figures"] = quality.gap_figures(arms, partial=twin(p), full=full)
+            d["test"] = test_figures(arms, partial=twin(p), full=full)
+            d["test"]["ceiling_iters"] = d["ceiling"]["iterations"]
+            if RECOMMENDED in d["test"].get("gap_closed_by_arm", {}):
+                d["test"]["gap_closed_recommended"] = d["test"]["gap_closed_by_arm"][RECOMMENDED]
             quality.plot_curves(os.path.join(args.results, f"regimes_training_{dataset}.png"),
                                 f"{dataset}, {d['choice']['regime']}", arms)
-            update_quality_json(args.results, dataset, d["choice"]["regime"], d["figures"])
-            d["rescored"] = rescored_figures(arms, twin(p), args.eval_score_thresh)
+            update_quality_json(args.results, dataset, d["choice"]["regime"], {**d["figures"], "test": d["test"]})
+            d["rescored"] = rescored_figures(arms, twin(p), full, args.eval_score_thresh)
             d["comparisons"] = comparisons(d["arms"])
         result["datasets"][dataset] = d
     result["datasets"] = {d: result["datasets"][d] for d in SOURCE if d in result["datasets"]}  # a stable order
@@ -357,8 +460,17 @@ def _write_results(args, runs_by_dataset):
     for dataset, d in result["datasets"].items():
         lines += [f"### {dataset}: pretrained start from {d['source']}", "", "Supervised twin by label fraction:", ""]
         lines += table_lines(d["curve"], {})
+        if d.get("ceiling"):
+            lines += ["", "Fully labeled twin by schedule (the ceiling is the schedule with the best val AP):", "",
+                      "| schedule | iterations | val AP | test AP | seeds |", "|---|---|---|---|---|"]
+            for k, b in d["ceiling"]["schedules"].items():
+                test = "—" if b["test_ap"] is None else f"{b['test_ap']:.1f}"
+                chosen = " (chosen)" if k == d["ceiling"]["chosen"] else ""
+                lines.append(f"| {k}x{chosen} | {b['iterations']} | {b['val_ap']:.1f} | {test} | {len(b['seeds'])} |")
         if d["choice"]:
             lines += ["", f"Regime {d['choice']['regime']}:", ""] + table_lines(regime_arms(d), d["figures"])
+            if d["test"].get("teacher_ap"):
+                lines += ["", "On the test split: " + test_line(d["test"])]
             if d.get("rescored"):
                 lines += ["", rescored_line(d["rescored"])]
             if d.get("comparisons"):
@@ -392,13 +504,13 @@ def recorded_runs(results_dir):
 
 
 def train(regimes, args, runs, jobs):
-    """Train (dataset, run name, arm, percent, seed) jobs, --parallel at once, rewriting the result
+    """Train (dataset, run name, arm, percent, seed, schedule) jobs, --parallel at once, rewriting the result
     files after each; a failed run is reported and the others go on."""
 
     def one(job):
-        dataset, name, arm, percent, seed = job
+        dataset, name, arm, percent, seed, schedule = job
         try:
-            regimes[dataset].run(name, arm, percent, seed)
+            regimes[dataset].run(name, arm, percent, seed, schedule)
         except Exception as e:  # noqa: BLE001 - one failed run must not stop the others
             print(f"[regimes] {dataset} {name} seed {seed} failed ({e}); see its log", flush=True)
         write_results(args, runs)
@@ -415,6 +527,13 @@ def main():
     parser.add_argument("--percent", type=float, help="the regime's percent (default: chosen from the curve)")
     parser.add_argument("--arms", nargs="*", default=list(DEFAULT_ARMS),
                         choices=[a for a in quality.ARMS if a not in quality.SUPERVISED])
+    parser.add_argument("--ceiling-schedules", type=float, nargs="+", default=[1, 2, 4],
+                        help="schedules (multiples of the config's iterations and steps) of the fully labeled "
+                             "twin; val chooses the ceiling among them")
+    parser.add_argument("--schedules", type=float, nargs="+", default=[1],
+                        help="schedules of the arms at the regime's percent")
+    parser.add_argument("--retrain-for-test", action="store_true",
+                        help="train again a recorded run that has no test figure and no final model left")
     parser.add_argument("--parallel", type=int, default=1, help="runs trained at once")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite the result files, train nothing (finished runs are still rescored)")
@@ -432,16 +551,21 @@ def main():
     runs = {d: recorded.get(d, {}) for d in args.dataset}
     regimes = {d: Regime(d, args, runs[d]) for d in args.dataset}
     if not args.report_only:
-        train(regimes, args, runs, [(d, twin(p), "supervised_100pct" if p == 100 else "supervised_10pct", p, s)
-                                    for s in args.seeds for p in sorted(args.percents, key=lambda p: p != 100)
-                                    for d in args.dataset])
+        ceilings = [(d, schedule_name(twin(100), k), "supervised_100pct", 100, s, k)
+                    for s in args.seeds for k in args.ceiling_schedules for d in args.dataset]
+        curve = [(d, twin(p), "supervised_10pct", p, s, 1) for s in args.seeds for p in args.percents if p != 100
+                 for d in args.dataset]
+        train(regimes, args, runs, ceilings + curve)
         chosen = {d: dataset_result(d, runs[d], args.percents, args)["choice"] for d in args.dataset}
-        train(regimes, args, runs, [(d, f"{arm}_{chosen[d]['percent']:g}pct", arm, chosen[d]["percent"], s)
-                                    for s in args.seeds for arm in args.arms for d in args.dataset if chosen[d]])
-    for d in args.dataset:  # runs finished before rescoring existed
+        train(regimes, args, runs, [(d, schedule_name(f"{arm}_{chosen[d]['percent']:g}pct", k), arm,
+                                     chosen[d]["percent"], s, k)
+                                    for s in args.seeds for k in args.schedules for arm in args.arms
+                                    for d in args.dataset if chosen[d]])
+    for d in args.dataset:  # runs finished before rescoring or the test split existed
         for name, seeds in runs[d].items():
             for seed in seeds:
                 try:
+                    regimes[d].test(name, seed)
                     regimes[d].rescore(name, seed)
                 except Exception as e:  # noqa: BLE001 - the result files are still written
                     print(f"[regimes] rescoring {d} {name} seed {seed} failed ({e})", flush=True)

@@ -168,7 +168,8 @@ def add_softteacher_config(cfg):
     cfg.DATASETS.TRAIN_UNLABELED = ()
     # your own data by config alone: with NAME set, registers NAME_labeled (COCO json + images),
     # NAME_unlabeled (a COCO json, whose annotations then only measure pseudo-labels, or, with no
-    # json, every image in the folder) and NAME_val (COCO json + images)
+    # json, every image in the folder), NAME_val (COCO json + images: where choices are made) and
+    # NAME_test (COCO json + images: held out, where the chosen model is reported)
     cfg.DATASETS.CUSTOM = CN()
     cfg.DATASETS.CUSTOM.NAME = ""
     cfg.DATASETS.CUSTOM.LABELED_JSON = ""
@@ -177,6 +178,8 @@ def add_softteacher_config(cfg):
     cfg.DATASETS.CUSTOM.UNLABELED_IMAGES = ""
     cfg.DATASETS.CUSTOM.VAL_JSON = ""
     cfg.DATASETS.CUSTOM.VAL_IMAGES = ""
+    cfg.DATASETS.CUSTOM.TEST_JSON = ""
+    cfg.DATASETS.CUSTOM.TEST_IMAGES = ""
     # images per step over all GPUs, as detectron2's IMS_PER_BATCH (1:4 partial, 1:1 full COCO)
     cfg.SOLVER.IMS_PER_BATCH_LABELED = 8
     cfg.SOLVER.IMS_PER_BATCH_UNLABELED = 32

@@ -3,7 +3,8 @@ label-ratio splits.
 
 Names (``{fold}@{percent}`` as in the original code's COCO splits):
 
-- ``shapes_train``, ``shapes_val``: the whole training pool and the validation set;
+- ``shapes_train``, ``shapes_val``, ``shapes_test``: the whole training pool, the validation set
+  (where choices are made) and the test set (where they are reported);
 - ``shapes_train.{fold}@{percent}``: the labeled part of a split;
 - ``shapes_train.{fold}@{percent}-unlabeled``: its complement (ground truth kept for measuring
   pseudo-labels only).

@@ -109,8 +109,9 @@ def register_image_folder(name, folder):
 
 
 def register_custom_from_config(cfg):
-    """Register ``DATASETS.CUSTOM``'s files as ``{NAME}_labeled``, ``{NAME}_unlabeled`` and
-    ``{NAME}_val`` (each only when its files are given); returns the names registered."""
+    """Register ``DATASETS.CUSTOM``'s files as ``{NAME}_labeled``, ``{NAME}_unlabeled``,
+    ``{NAME}_val`` and ``{NAME}_test`` (each only when its files are given); returns the names
+    registered."""
     custom = cfg.DATASETS.CUSTOM
     if not custom.NAME:
         return []
@@ -119,6 +120,7 @@ def register_custom_from_config(cfg):
         ("labeled", "LABELED_JSON", "LABELED_IMAGES", False),
         ("unlabeled", "UNLABELED_JSON", "UNLABELED_IMAGES", True),
         ("val", "VAL_JSON", "VAL_IMAGES", False),
+        ("test", "TEST_JSON", "TEST_IMAGES", False),
     ):
         json_file, images = custom[json_key], custom[images_key]
         if not json_file and not images:

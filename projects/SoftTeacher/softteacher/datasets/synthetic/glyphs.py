@@ -11,7 +11,7 @@ configs (configs/Glyphs/, through DATASETS.CUSTOM):
 
     python -m softteacher.datasets.synthetic.glyphs [--root datasets/glyphs]
 
-writes ``<root>/{train,val}/*.jpg``, ``<root>/annotations/instances_{train,val}.json`` and the
+writes ``<root>/{train,val,test}/*.jpg``, ``<root>/annotations/instances_{train,val,test}.json`` and the
 10 % split of fold 1 (``instances_train.1@10.json`` and ``-unlabeled``) beside them.
 """
 
@@ -35,7 +35,7 @@ IMAGE_SIZES = ((160, 224), (192, 192), (224, 160))  # (height, width)
 GLYPH_HEIGHT_RANGE = (10, 48)  # pixels, log-uniform
 OBJECTS_PER_IMAGE = (2, 12)
 DISTRACTORS_PER_IMAGE = (1, 6)
-SPLIT_SIZES = {"train": 2000, "val": 300}
+SPLIT_SIZES = {"train": 2000, "val": 300, "test": 300}  # test: reported, never chosen on
 DEFAULT_SEED = 20230401
 SPLIT_PERCENT, SPLIT_FOLD = 10, 1
 
@@ -152,7 +152,7 @@ def render_image(seed, split, index):
 
 def ensure_glyphs(root=None, seed=DEFAULT_SEED, workers=2):
     """Generate the glyphs dataset and its 10 % split under ``root`` unless complete; returns
-    the paths {"train", "val", "labeled", "unlabeled"} of its jsons."""
+    the paths {"train", "val", "test", "labeled", "unlabeled"} of its jsons."""
     root = root or default_glyphs_root()
     os.makedirs(root, exist_ok=True)
     paths = {split: os.path.join(root, "annotations", f"instances_{split}.json") for split in SPLIT_SIZES}

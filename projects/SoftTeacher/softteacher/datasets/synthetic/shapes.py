@@ -8,7 +8,7 @@ processes.
 
     python -m softteacher.datasets.synthetic.shapes [--root datasets/shapes]
 
-writes ``<root>/{train,val}/*.jpg`` and ``<root>/annotations/instances_{train,val}.json``.
+writes ``<root>/{train,val,test}/*.jpg`` and ``<root>/annotations/instances_{train,val,test}.json``.
 """
 
 import argparse
@@ -32,8 +32,9 @@ OBJECT_SIZE_RANGE = (16, 64)  # bounding diameter in pixels, log-uniform
 OBJECTS_PER_IMAGE = (1, 8)
 DISTRACTORS_PER_IMAGE = (0, 4)
 MIN_VISIBLE_FRACTION = 0.5
-SPLIT_SIZES = {"train": 2000, "val": 300}
-SPLIT_CODES = {"train": 0, "val": 1}
+# val chooses (schedules, recipes, thresholds); test only reports what val chose
+SPLIT_SIZES = {"train": 2000, "val": 300, "test": 300}
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 DEFAULT_SEED = 20211011
 
 
