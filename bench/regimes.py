@@ -555,7 +555,7 @@ def main():
                     for s in args.seeds for k in args.ceiling_schedules for d in args.dataset]
         curve = [(d, twin(p), "supervised_10pct", p, s, 1) for s in args.seeds for p in args.percents if p != 100
                  for d in args.dataset]
-        train(regimes, args, runs, ceilings + curve)
+        train(regimes, args, runs, curve + ceilings)  # the twins first: the regime's choice reads them
         chosen = {d: dataset_result(d, runs[d], args.percents, args)["choice"] for d in args.dataset}
         train(regimes, args, runs, [(d, schedule_name(f"{arm}_{chosen[d]['percent']:g}pct", k), arm,
                                      chosen[d]["percent"], s, k)

@@ -142,7 +142,7 @@ def _net(seed):
     return net
 
 
-def test_ema_hook_follows_its_formula_over_steps_and_leaves_buffers_alone():
+def test_ema_hook_follows_its_formula_over_steps_for_parameters_and_buffers():
     student, teacher = _net(1), _net(2)
     hook = EMATeacherHook(teacher, student, max_momentum=0.6)
     hook.trainer = _Trainer()
@@ -150,20 +150,23 @@ def test_ema_hook_follows_its_formula_over_steps_and_leaves_buffers_alone():
     for name, p in teacher.state_dict().items():
         torch.testing.assert_close(p, student.state_dict()[name])
     expected = {n: p.clone() for n, p in teacher.named_parameters()}
+    expected_mean = torch.full((4,), 7.0)
     teacher[1].running_mean.fill_(7.0)
     for step in range(6):
         with torch.no_grad():
             for p in student.parameters():
                 p.add_(torch.randn_like(p))
+            student[1].running_mean.fill_(float(step))  # as if batch norm had seen a batch
         hook.trainer.iter = step
         hook.after_step()
         m = min(0.6, step / (step + 1))
         for n, p in student.named_parameters():
             expected[n] = m * expected[n] + (1 - m) * p.detach()
+        expected_mean = m * expected_mean + (1 - m) * step
     for n, p in teacher.named_parameters():
         torch.testing.assert_close(p, expected[n])
     assert [v for _, v in hook.trainer.storage.scalars] == [0.0, 0.5, 0.6, 0.6, 0.6, 0.6]
-    assert torch.all(teacher[1].running_mean == 7.0)
+    torch.testing.assert_close(teacher[1].running_mean, expected_mean)
     assert hook.state_dict() == {"step": 6}
 
 
@@ -196,6 +199,30 @@ def test_ema_update_and_momentum_formula():
     expected = 0.9 * teacher.weight.detach() + 0.1 * student.weight.detach()
     ema_update(teacher, student, 0.9)
     torch.testing.assert_close(teacher.weight.detach(), expected)
+
+
+def test_ema_averages_trainable_batch_norm_statistics_and_copies_the_batch_count():
+    student, teacher = nn.BatchNorm1d(2), nn.BatchNorm1d(2)
+    student.train()
+    student(torch.tensor([[1.0, 2.0], [3.0, 6.0]]))  # running mean 0.1 * (2, 4), count 1
+    ema_update(teacher, student, 0.75)
+    torch.testing.assert_close(teacher.running_mean, torch.tensor([0.05, 0.1]))  # 0.75 * 0 + 0.25 * (0.2, 0.4)
+    # variance: unbiased (2, 8) -> 0.9 * 1 + 0.1 * (2, 8) = (1.1, 1.7); teacher 0.75 * 1 + 0.25 * that
+    torch.testing.assert_close(teacher.running_var, torch.tensor([1.025, 1.175]))
+    assert teacher.num_batches_tracked.item() == 1
+
+
+def test_ema_leaves_frozen_batch_norm_statistics_as_they_are():
+    from detectron2.layers import FrozenBatchNorm2d
+
+    student, teacher = FrozenBatchNorm2d(3), FrozenBatchNorm2d(3)
+    for m in (student, teacher):
+        m.running_mean.copy_(torch.tensor([0.3, -1.7, 2.9]))
+        m.running_var.copy_(torch.tensor([0.11, 5.3, 7.7]))
+    expected = {k: v.clone() for k, v in teacher.state_dict().items()}
+    ema_update(teacher, student, 0.999)
+    for key, value in teacher.state_dict().items():
+        assert torch.equal(value, expected[key]), key
 
 
 def test_unsupervised_weight_is_zero_in_burn_in_then_alpha_then_decays_linearly():

@@ -6,6 +6,8 @@ ssod/models/soft_teacher.py for how they are used); projects/SoftTeacher/README.
 with its source.
 """
 
+import contextlib
+import difflib
 import logging
 
 import torch
@@ -185,13 +187,40 @@ def add_softteacher_config(cfg):
     cfg.SOLVER.IMS_PER_BATCH_UNLABELED = 32
 
 
+def all_keys(cfg, prefix=""):
+    """Every dotted key of a config."""
+    for key, value in cfg.items():
+        if isinstance(value, CN):
+            yield from all_keys(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+@contextlib.contextmanager
+def suggest_known_keys(cfg, source):
+    """Re-raise detectron2's "Non-existent config key" with where it came from and the nearest
+    known keys."""
+    try:
+        yield
+    except (KeyError, AssertionError) as e:  # a file's unknown key (fvcore), an override's (yacs)
+        message = str(e.args[0]) if e.args else ""
+        if not message.startswith(("Non-existent config key: ", "Non-existent key: ")):
+            raise
+        key = message.split(": ", 1)[1]
+        near = difflib.get_close_matches(key, list(all_keys(cfg)), n=2, cutoff=0.8)
+        hint = f"; did you mean {' or '.join(near)}?" if near else ""
+        raise KeyError(f"Non-existent config key: {key} (in {source}){hint}") from None
+
+
 def load_config(config_file, opts=()):
     """detectron2's config with the project's keys, merged from a file and KEY VALUE overrides.
     MODEL.DEVICE "cuda" (detectron2's default) becomes "cpu" on a machine without CUDA."""
     cfg = get_cfg()
     add_softteacher_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    with suggest_known_keys(cfg, config_file):
+        cfg.merge_from_file(config_file)
+    with suggest_known_keys(cfg, "the command line"):
+        cfg.merge_from_list(list(opts))
     resolve_renamed_keys(cfg)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"

@@ -12,6 +12,7 @@ import os
 
 import torch
 from detectron2.config import CfgNode, get_cfg
+from detectron2.modeling import BACKBONE_REGISTRY
 
 EXPORTABLE = ("teacher", "student")
 # beside model.pth: {"thing_classes": [...]}, the class names detectron2's config has no key for
@@ -25,13 +26,19 @@ def load_checkpoint(path):
 
 
 def model_state(checkpoint, which):
-    """The weights of ``which`` ("teacher" or "student") from a loaded checkpoint."""
+    """The weights of ``which`` ("teacher" or "student") from a loaded checkpoint; a checkpoint
+    without a teacher (a supervised run's) gives its one model for either."""
     if which not in EXPORTABLE:
         raise ValueError(f"which = {which!r}: choose one of {EXPORTABLE}")
-    key = "teacher" if which == "teacher" else "model"
+    key = "teacher" if which == "teacher" and "teacher" in checkpoint else "model"
     if key not in checkpoint:
         raise KeyError(f"the checkpoint has no {key!r} weights (keys: {sorted(checkpoint)})")
     return checkpoint[key]
+
+
+def is_detectron2_backbone(name):
+    """Whether detectron2 itself registers the backbone builder ``name`` (a model that needs only it)."""
+    return name in BACKBONE_REGISTRY and BACKBONE_REGISTRY.get(name).__module__.startswith("detectron2.")
 
 
 def detectron2_only(cfg, reference=None):
@@ -62,6 +69,9 @@ def export_plain_model(cfg, checkpoint_path, which, output_dir, thing_classes=No
     plain.OUTPUT_DIR = output_dir
     config = os.path.join(output_dir, "config.yaml")
     header = ""
+    if not is_detectron2_backbone(plain.MODEL.BACKBONE.NAME):
+        header += (f"# MODEL.BACKBONE.NAME {plain.MODEL.BACKBONE.NAME} is this project's: run `import softteacher` "
+                   "before build_model (pip install -e . in the Soft Teacher repository)\n")
     if thing_classes:
         if len(thing_classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
             raise ValueError(f"{len(thing_classes)} class names for MODEL.ROI_HEADS.NUM_CLASSES = "
@@ -69,7 +79,7 @@ def export_plain_model(cfg, checkpoint_path, which, output_dir, thing_classes=No
         with open(os.path.join(output_dir, METADATA_FILE), "w") as f:
             json.dump({"thing_classes": list(thing_classes),
                        "category_ids": list(category_ids or range(1, len(thing_classes) + 1))}, f, indent=1)
-        header = f"# classes (contiguous ids 0..{len(thing_classes) - 1}): {', '.join(thing_classes)}\n"
+        header += f"# classes (contiguous ids 0..{len(thing_classes) - 1}): {', '.join(thing_classes)}\n"
     with open(config, "w") as f:
         f.write(header + plain.dump())
     return weights, config

@@ -21,7 +21,7 @@ from detectron2.modeling import build_model
 from .config import load_config
 from .data.image_reading import UNREADABLE, read_image_any_depth
 from .datasets import dataset_class_names, model_metadata, register_custom_from_config
-from .datasets.coco_files import load_image_folder
+from .datasets.coco_files import load_image_folder, missing_image_files
 from .datasets.splits import load_coco_dict
 from .engine import SoftTeacherTrainer
 from .export import EXPORTABLE, METADATA_FILE
@@ -122,8 +122,15 @@ def find_images(inputs, image_root=None):
                         for d in DatasetCatalog.get(item)]
         elif item.endswith(".json") and os.path.isfile(item):
             root = image_root or os.path.dirname(os.path.abspath(item))
+            coco = load_coco_dict(item, require_categories=False)
+            missing = missing_image_files(coco, root)
+            if missing:
+                where = f"--image-root {image_root}" if image_root else "the json's folder (no --image-root given)"
+                raise FileNotFoundError(f"{item}: {len(missing)} of its sampled images are not under {where} "
+                                        f"(first: {missing[0]}); pass --image-root with the folder that holds "
+                                        "the json's 'file_name' entries")
             records += [_record(os.path.join(root, im["file_name"]), im["id"], im["file_name"])
-                        for im in load_coco_dict(item)["images"]]
+                        for im in coco["images"]]
         elif os.path.isdir(item):
             records += [_record(d["file_name"], None, d["image_id"]) for d in load_image_folder(item)]
         else:
@@ -167,6 +174,12 @@ class ImageReader:
         tensor = torch.as_tensor(resized.image.transpose(2, 0, 1).copy())
         original = utils.convert_image_to_rgb(image, self.image_format)
         return {"image": tensor, "height": height, "width": width, "original": original}
+
+    def check_any_read(self, num_records):
+        """Stop (a non-zero exit) when none of ``num_records`` images could be read."""
+        if num_records and len(self.skipped) == num_records:
+            raise SystemExit(f"none of the {num_records} images could be read (first: {self.skipped[0][0]}: "
+                             f"{self.skipped[0][1]}); for a COCO json input, --image-root names their folder")
 
 
 def progress(records, desc):

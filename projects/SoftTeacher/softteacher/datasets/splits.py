@@ -76,9 +76,10 @@ REQUIRED_KEYS = {
 }
 
 
-def load_coco_dict(json_file):
+def load_coco_dict(json_file, require_categories=True):
     """Read a COCO json, naming the file and the key when it is not json or lacks a top-level
-    ``images`` or ``categories``."""
+    ``images`` or ``categories`` (``categories`` may be missing when not ``require_categories``
+    and the json has no annotations: a list of unlabeled images)."""
     try:
         with open(json_file) as f:
             coco = json.load(f)
@@ -86,9 +87,13 @@ def load_coco_dict(json_file):
         raise ValueError(f"{json_file}: not valid json ({e})") from e
     if not isinstance(coco, dict):
         raise ValueError(f"{json_file}: not a COCO json (the top level is not an object)")
-    for key in ("images", "categories"):
-        if key not in coco:
-            raise ValueError(f"{json_file}: missing top-level key {key!r}")
+    if "images" not in coco:
+        raise ValueError(f"{json_file}: missing top-level key 'images'")
+    if "categories" not in coco:
+        if require_categories or coco.get("annotations"):
+            raise ValueError(f"{json_file}: missing top-level key 'categories'; add the labeled json's "
+                             "'categories' list (unlabeled images alone need none: give no 'annotations')")
+        coco["categories"] = []
     return coco
 
 

@@ -1,9 +1,11 @@
 """The teacher as an exponential moving average of the student.
 
 After each student step: teacher <- m * teacher + (1 - m) * student, m = min(M, t / (t + 1)),
-t counting the updates (an implicit warm-up: the first update copies the student). Parameters
-only: buffers (e.g. frozen batch-norm statistics, which do not train) are left alone. During a
-supervised burn-in the teacher follows the student exactly and t stays 0.
+t counting the updates (an implicit warm-up: the first update copies the student). Floating-point
+buffers are averaged too (the running statistics of trainable batch norm, as Unbiased Teacher
+does); those that never change (frozen batch norm, pixel mean) stay equal in both. Integer buffers
+(batch counts) are copied. During a supervised burn-in the teacher follows the student exactly and
+t stays 0.
 """
 
 import torch
@@ -12,10 +14,17 @@ from detectron2.engine import HookBase
 
 @torch.no_grad()
 def ema_update(teacher, student, momentum):
-    """teacher <- momentum * teacher + (1 - momentum) * student, for every parameter, in one
-    multi-tensor call (teacher + (1 - m) * (student - teacher))."""
-    teacher_params = dict(teacher.named_parameters())
-    pairs = [(teacher_params[name], param.detach()) for name, param in student.named_parameters()]
+    """teacher <- momentum * teacher + (1 - momentum) * student, for every parameter and
+    floating-point buffer, in one multi-tensor call (teacher + (1 - m) * (student - teacher));
+    integer buffers are copied."""
+    teacher_tensors = {**dict(teacher.named_parameters()), **dict(teacher.named_buffers())}
+    pairs = []
+    for name, tensor in [*student.named_parameters(), *student.named_buffers()]:
+        target = teacher_tensors[name]
+        if target.is_floating_point():
+            pairs.append((target, tensor.detach()))
+        else:
+            target.copy_(tensor)
     torch._foreach_lerp_([t for t, _ in pairs], [s for _, s in pairs], 1.0 - momentum)
 
 

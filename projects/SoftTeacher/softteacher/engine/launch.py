@@ -28,12 +28,22 @@ def setup(args):
         logging.getLogger("softteacher").warning("SOLVER.AMP.ENABLED: no CUDA, supervised training runs in float32")
         cfg.SOLVER.AMP.ENABLED = False
     cfg.freeze()
+    check_eval_weights(cfg, args)
     register_custom_from_config(cfg)
     validate_softteacher_config(cfg)
     check_initial_weights(cfg, resume=args.resume)
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="softteacher")
     return cfg
+
+
+def check_eval_weights(cfg, args):
+    """Refuse ``--eval-only`` with nothing to evaluate: no MODEL.WEIGHTS and no checkpoint that
+    ``--resume`` would load (it would evaluate random weights)."""
+    resumable = args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
+    if args.eval_only and not cfg.MODEL.WEIGHTS and not resumable:
+        raise ValueError("--eval-only with MODEL.WEIGHTS empty would evaluate random weights: add "
+                         "MODEL.WEIGHTS path/to/model_final.pth (or --resume with a checkpoint in OUTPUT_DIR)")
 
 
 def trainer_class(cfg):

@@ -1,4 +1,5 @@
-"""Export the teacher (default) or the student of a Soft Teacher checkpoint as a plain detectron2
+"""Export the teacher (default) or the student of a Soft Teacher checkpoint (or the model of a
+supervised one) as a plain detectron2
 Faster R-CNN: ``OUTPUT/model.pth``, ``OUTPUT/config.yaml`` and ``OUTPUT/metadata.json`` (class
 names and json category ids, which detectron2's config has no key for).
 
@@ -13,7 +14,7 @@ import argparse
 
 from softteacher import load_config
 from softteacher.datasets import register_custom_from_config
-from softteacher.export import EXPORTABLE, export_plain_model
+from softteacher.export import EXPORTABLE, export_plain_model, is_detectron2_backbone
 from softteacher.inference import category_ids, class_names
 
 
@@ -32,6 +33,9 @@ def main(argv=None):
         cfg, args.checkpoint, args.which, args.output, names, [ids[i] for i in range(len(names))]
     )
     print(f"{args.which} -> {weights}\nconfig -> {config}")
+    if not is_detectron2_backbone(cfg.MODEL.BACKBONE.NAME):
+        print(f"MODEL.BACKBONE.NAME {cfg.MODEL.BACKBONE.NAME} is this project's: `import softteacher` before "
+              "building the exported model (the COCO and VOC configs' models need plain detectron2 only)")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ def main(argv=None):
     records = find_images(args.input, args.image_root)
     reader = ImageReader(cfg)
     entries = rank_images(teacher_pseudo_labels(cfg, model, records, reader, min_score=ALL_DETECTIONS), names)
+    reader.check_any_read(len(records))
 
     os.makedirs(args.output, exist_ok=True)
     with open(os.path.join(args.output, "ranking.json"), "w") as f:

@@ -48,7 +48,8 @@ def main(argv=None):
     reader = ImageReader(cfg)
     predictions = []
     os.makedirs(args.output, exist_ok=True)
-    for record in progress(find_images(args.input, args.image_root), "predict"):
+    records = find_images(args.input, args.image_root)
+    for record in progress(records, "predict"):
         inputs = reader(record)
         if inputs is None:
             continue
@@ -61,6 +62,7 @@ def main(argv=None):
             path = os.path.join(args.output, os.path.splitext(record["rel_name"])[0] + ".png")
             os.makedirs(os.path.dirname(path), exist_ok=True)
             save_png(path, drawn)
+    reader.check_any_read(len(records))
     with open(os.path.join(args.output, "predictions.json"), "w") as f:
         json.dump(predictions, f)
     print(f"{len(predictions)} boxes -> {args.output}/predictions.json"

@@ -35,7 +35,9 @@ def main(argv=None):
     cfg, model = load_model(args.weights, args.config_file, args.which, args.opts)
     names = class_names(cfg)
     reader = ImageReader(cfg)
-    results = teacher_pseudo_labels(cfg, model, find_images(args.input, args.image_root), reader, args.min_score)
+    records = find_images(args.input, args.image_root)
+    results = teacher_pseudo_labels(cfg, model, records, reader, args.min_score)
+    reader.check_any_read(len(records))
     coco = coco_pre_annotations(results, category_ids(cfg), names)
     coco["info"] = {"description": f"Soft Teacher pseudo-labels ({args.which} of {args.weights})",
                     "skipped_images": [{"file_name": n, "reason": r} for n, r in reader.skipped]}

@@ -16,6 +16,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.utils.env import seed_all_rng
 
 from softteacher import load_config
+from softteacher.datasets import register_custom_from_config
 from softteacher.data import LabeledDatasetMapper, WeakStrongDatasetMapper
 from softteacher.structures import map_boxes
 from softteacher.visualization import PALETTE, draw_boxes, save_png, tile, titled, to_rgb
@@ -62,6 +63,7 @@ def main(argv=None):
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
     cfg = load_config(args.config_file, args.opts)
+    register_custom_from_config(cfg)  # DATASETS.CUSTOM: your own data
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     save_png(args.output, render(cfg, args.num, args.seed))
     print(args.output)
