@@ -202,3 +202,35 @@ def test_map_boxes_with_one_matrix_and_size_per_box_equals_mapping_each_box_alon
         np.testing.assert_allclose(batched[i].numpy(), map_boxes(matrices[i], BOXES[i:i + 1], heights[i], widths[i])[0])
     # box 1 scaled by 1.5 and shifted: (60, 40, 90, 110) -> (60, 50, 105, 155), clipped to 100 x 90
     np.testing.assert_allclose(batched[1].numpy(), [60.0, 50.0, 100.0, 90.0])
+
+
+def test_with_input_crop_both_views_show_the_weak_views_crop(tmp_path):
+    import cv2
+
+    cfg = load_config(config_path("Shapes", "Base-Shapes-R18-FPN.yaml"))
+    cfg.INPUT.CROP.ENABLED, cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE = True, "absolute", (60, 80)
+    cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.RANDOM_FLIP = (60,), "none"  # the crop is not resized
+    cfg.INPUT.STRONG.GEOMETRIC_OPS = ("translate_x",)
+    cfg.INPUT.STRONG.TRANSLATE = 0.0
+    cfg.INPUT.STRONG.ERASE_PATCHES = (0, 0)
+    m = WeakStrongDatasetMapper(cfg, is_train=True)
+    m.strong_augmentations = T.AugmentationList(list(m.strong_augmentations.augs)[:1])  # the resize: no colour op
+    # every pixel names its place: blue = x, green = y
+    ys, xs = np.mgrid[0:160, 0:224]
+    image = np.stack([xs, ys, np.zeros_like(xs)], axis=-1).astype(np.uint8)
+    path = str(tmp_path / "image.png")
+    cv2.imwrite(path, image)
+    record = {"file_name": path, "image_id": 1, "height": 160, "width": 224,
+              "annotations": [{"bbox": [100.0, 70.0, 10.0, 10.0], "bbox_mode": 1, "category_id": 0}]}
+    for seed in range(5):
+        np.random.seed(seed)
+        out = m(record)
+        weak, strong = out["weak"]["image"].numpy(), out["strong"]["image"].numpy()
+        assert weak.shape == strong.shape == (3, 60, 80)
+        np.testing.assert_array_equal(weak, strong)  # the same part of the image
+        x0, y0 = int(weak[0, 0, 0]), int(weak[1, 0, 0])  # where the crop starts
+        np.testing.assert_allclose(out["weak_to_strong"], np.eye(3), atol=1e-6)
+        expected = np.clip([[100 - x0, 70 - y0, 110 - x0, 80 - y0]], 0, [80, 60, 80, 60])
+        visible = (expected[:, 2] > expected[:, 0]) & (expected[:, 3] > expected[:, 1])
+        boxes = out["unlabeled_gt_instances"].gt_boxes.tensor.numpy()
+        np.testing.assert_allclose(boxes, expected[visible], atol=1e-4)  # the box moved with the crop

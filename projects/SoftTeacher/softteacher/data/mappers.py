@@ -89,6 +89,12 @@ class WeakStrongDatasetMapper(DatasetMapper):
                 :class:`DatasetMapper`) are the teacher's weak ones.
         """
         super().__init__(is_train, **kwargs)
+        # INPUT.CROP: detectron2 puts its RandomCrop first among the weak augmentations; it is drawn
+        # once per image, before either view, so both views show the same part of the image
+        weak_augmentations = list(self.augmentations.augs)
+        shared = 1 if weak_augmentations and isinstance(weak_augmentations[0], T.RandomCrop) else 0
+        self.shared_augmentations = T.AugmentationList(weak_augmentations[:shared])
+        self.augmentations = T.AugmentationList(weak_augmentations[shared:])
         self.strong_augmentations = T.AugmentationList(strong_augmentations)
         self._skipped = []  # (file, reason) of unreadable images, reported with the next image
         logger.info("Strong (student) augmentations: %s", strong_augmentations)
@@ -122,14 +128,17 @@ class WeakStrongDatasetMapper(DatasetMapper):
             self._skipped.append((dataset_dict["file_name"], f"{type(e).__name__}: {e}"))
             return None
 
-        weak, weak_transforms = self._view(dataset_dict, image, self.augmentations)
-        strong, strong_transforms = self._view(dataset_dict, image, self.strong_augmentations)
+        shared = T.AugInput(image)
+        shared_transforms = self.shared_augmentations(shared)
+        weak, weak_transforms = self._view(dataset_dict, shared.image, self.augmentations)
+        strong, strong_transforms = self._view(dataset_dict, shared.image, self.strong_augmentations)
         weak_to_strong = weak_to_strong_matrix(weak_transforms, strong_transforms)
         out = {k: dataset_dict[k] for k in ("file_name", "image_id", "height", "width")}
         out.update(weak=weak, strong=strong, weak_to_strong=weak_to_strong)
         if "annotations" in dataset_dict:
             gt = {"annotations": dataset_dict["annotations"]}
-            self._transform_annotations(gt, weak_transforms, weak["image"].shape[1:])
+            to_weak = T.TransformList(shared_transforms.transforms + weak_transforms.transforms)
+            self._transform_annotations(gt, to_weak, weak["image"].shape[1:])
             out["unlabeled_gt_instances"] = gt["instances"]
         if self._skipped:
             out[SKIPPED_KEY], self._skipped = self._skipped, []
