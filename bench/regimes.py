@@ -141,7 +141,8 @@ class Regime:
         out_dir = os.path.join(self.root, f"{name}_seed{seed}")
         if (recorded is not None and self.args.retrain_for_test and "test" not in recorded
                 and not os.path.exists(os.path.join(out_dir, "model_final.pth"))):
-            recorded = self.recorded[name].pop(str(seed))
+            del self.recorded[name][str(seed)]
+            recorded = None
         if recorded is None:
             weights = pretrained_start(self.dataset, self.args.quality_work_dir, self.args.work_dir)
             semi = arm not in quality.SUPERVISED
