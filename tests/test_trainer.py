@@ -366,3 +366,16 @@ def test_the_step_trains_to_the_same_losses_as_before_its_host_synchronisations_
     for step_got, step_expected in zip(got, expected):
         for name, value in step_expected.items():
             assert step_got[name] == pytest.approx(value, rel=1e-3, abs=1e-4), name
+
+
+def test_a_run_whose_teacher_passes_no_pseudo_box_warns_once_with_its_scores(tiny_semi, tmp_path, caplog):
+    # a random teacher is never 0.9 sure; burn-in 2: two silent periods, then four dry ones
+    overrides = {"TEST.EVAL_PERIOD": "0", "SEMI.EVAL_MODELS": "()", "SEMI.LOG_PERIOD": "1",
+                 "SEMI.BURN_IN_ITERS": "2", "SEMI.DROUGHT_WARN_PERIODS": "3"}
+    with caplog.at_level("WARNING", logger="softteacher.engine.pseudo_label_drought"):
+        trainer = train(soft_teacher_cfg(*tiny_semi, tmp_path, max_iter=6, **overrides))
+    warnings = [r.getMessage() for r in caplog.records if r.name == "softteacher.engine.pseudo_label_drought"]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("iteration 5: no pseudo-box reached the classification branch for 3 logging "
+                                  "periods (3 iterations)")
+    assert trainer.storage.history("semi/pseudo_boxes_cls").values()[-1][0] == 0

@@ -137,6 +137,9 @@ def add_softteacher_config(cfg):
     # losses and pseudo-label statistics are computed for the log, read from the device and written
     # on one iteration in this many (and the last); detectron2's writers use 20
     cfg.SEMI.LOG_PERIOD = 20
+    # after burn-in, warn once when this many logging periods in a row gave the classification
+    # branch no pseudo-box (the unsupervised loss is then 0), with the teacher's scores (0: never)
+    cfg.SEMI.DROUGHT_WARN_PERIODS = 10
     # one student backbone pass over the labeled images and the strong views (the original code
     # makes two): fewer launches; the losses differ from two passes only by the batch's padding.
     # Needs a backbone without batch statistics (frozen BN or GN, not BN / SyncBN)

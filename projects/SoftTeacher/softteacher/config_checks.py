@@ -69,6 +69,8 @@ def validate_softteacher_config(cfg):
     _check(cfg.TEST.EVAL_SCORE_THRESH < 1.0, "TEST.EVAL_SCORE_THRESH", cfg.TEST.EVAL_SCORE_THRESH,
            "a score threshold under 1 (negative: MODEL.ROI_HEADS.SCORE_THRESH_TEST)")
     _check(semi.LOG_PERIOD >= 1, "SEMI.LOG_PERIOD", semi.LOG_PERIOD, "a positive number of iterations")
+    _check(semi.DROUGHT_WARN_PERIODS >= 0, "SEMI.DROUGHT_WARN_PERIODS", semi.DROUGHT_WARN_PERIODS,
+           "a non-negative number of logging periods (0: no warning)")
     for key in ("BURN_IN_ITERS", "UNSUP_WEIGHT_DECAY_ITERS", "VIS_PERIOD"):
         _check(semi[key] >= 0, f"SEMI.{key}", semi[key], "a non-negative number of iterations")
     if cfg.DATASETS.TRAIN_UNLABELED:

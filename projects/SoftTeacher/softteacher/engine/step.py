@@ -13,6 +13,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 
 from ..data import SkippedImages
+from .pseudo_label_drought import PseudoLabelDrought
 
 
 def unsup_weight_at(cfg, iteration):
@@ -86,6 +87,7 @@ class SoftTeacherStep(SimpleTrainer):
         self.grad_scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" else None
         self.skipped_images = SkippedImages()
         self.statistics = DeviceScalars()
+        self.drought = PseudoLabelDrought.from_config(cfg)
 
     def run_step(self):
         assert self.model.training, "[SoftTeacherStep] model was changed to eval mode!"
@@ -120,7 +122,9 @@ class SoftTeacherStep(SimpleTrainer):
         self.after_backward()
         if self._logging_step():  # the losses and statistics are read from the device here only
             self.write_metrics(loss_dict, data_time, self.iter)
-            storage.put_scalars(**self.statistics.read(), smoothing_hint=False)
+            logged = self.statistics.read()
+            storage.put_scalars(**logged, smoothing_hint=False)
+            self.drought.update(self.iter, logged, self.pseudo_labeler.last_teacher_scores)
         if self.grad_scaler is not None:
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()

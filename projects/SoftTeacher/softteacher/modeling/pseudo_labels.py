@@ -100,6 +100,7 @@ class PseudoLabeler:
         self.box_jitter = box_jitter
         self.class_names = class_names
         self.mixer = mixer
+        self.last_teacher_scores = None
 
     @classmethod
     def from_config(cls, cfg, teacher, **threshold_overrides):
@@ -145,6 +146,9 @@ class PseudoLabeler:
             and the teacher's box head on these views' features.
         """
         detections, head = self.teacher_detections(weak_inputs)
+        # every score of the last batch, before any threshold (kept on the device, read only when a
+        # drought of pseudo-boxes is reported)
+        self.last_teacher_scores = cat([d.scores for d in detections])
         if adapt and self.thresholds.adaptive_scores is not None:  # fitted to every detection
             self.thresholds.adaptive_scores.update(
                 cat([d.scores for d in detections]), cat([d.pred_classes for d in detections])

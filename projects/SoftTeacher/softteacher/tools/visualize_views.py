@@ -16,8 +16,8 @@ from detectron2.data import DatasetCatalog
 from detectron2.utils.env import seed_all_rng
 
 from softteacher import load_config
-from softteacher.datasets import register_custom_from_config
 from softteacher.data import LabeledDatasetMapper, WeakStrongDatasetMapper
+from softteacher.datasets import register_custom_from_config
 from softteacher.structures import map_boxes
 from softteacher.visualization import PALETTE, draw_boxes, save_png, tile, titled, to_rgb
 
