@@ -145,3 +145,24 @@ def make_loss_non_finite(trainer, name, iteration):
         return losses
 
     trainer.model.forward = forward_with_nan
+
+
+def custom_opts(root, name, unlabeled_json=True):
+    ann = os.path.join(root, "annotations")
+    return [
+        "DATASETS.CUSTOM.NAME", name,
+        "DATASETS.CUSTOM.LABELED_JSON", os.path.join(ann, "instances_train.json"),
+        "DATASETS.CUSTOM.LABELED_IMAGES", os.path.join(root, "train"),
+        "DATASETS.CUSTOM.UNLABELED_JSON", os.path.join(ann, "instances_train.json") if unlabeled_json else "",
+        "DATASETS.CUSTOM.UNLABELED_IMAGES", os.path.join(root, "train"),
+        "DATASETS.CUSTOM.VAL_JSON", os.path.join(ann, "instances_val.json"),
+        "DATASETS.CUSTOM.VAL_IMAGES", os.path.join(root, "val"),
+    ]
+
+
+def custom_cfg(opts):
+    from softteacher import load_config
+
+    cfg = load_config(config_path("Custom", "soft_teacher_shapes_as_files.yaml"))
+    cfg.merge_from_list(opts)
+    return cfg

@@ -10,32 +10,12 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser
 from detectron2.modeling import build_model
 
-from softteacher import load_config
 from softteacher.datasets import register_custom_from_config
 from softteacher.engine import launch
 from softteacher.export import export_plain_model
 from softteacher.inference import category_ids, class_names
 
-from conftest import config_path, read_metrics, tiny_training_opts
-
-
-def custom_opts(root, name, unlabeled_json=True):
-    ann = os.path.join(root, "annotations")
-    return [
-        "DATASETS.CUSTOM.NAME", name,
-        "DATASETS.CUSTOM.LABELED_JSON", os.path.join(ann, "instances_train.json"),
-        "DATASETS.CUSTOM.LABELED_IMAGES", os.path.join(root, "train"),
-        "DATASETS.CUSTOM.UNLABELED_JSON", os.path.join(ann, "instances_train.json") if unlabeled_json else "",
-        "DATASETS.CUSTOM.UNLABELED_IMAGES", os.path.join(root, "train"),
-        "DATASETS.CUSTOM.VAL_JSON", os.path.join(ann, "instances_val.json"),
-        "DATASETS.CUSTOM.VAL_IMAGES", os.path.join(root, "val"),
-    ]
-
-
-def custom_cfg(opts):
-    cfg = load_config(config_path("Custom", "soft_teacher_shapes_as_files.yaml"))
-    cfg.merge_from_list(opts)
-    return cfg
+from conftest import config_path, custom_cfg, custom_opts, read_metrics, tiny_training_opts
 
 
 def test_config_keys_register_labeled_unlabeled_folder_and_val_sets(tiny_shapes):

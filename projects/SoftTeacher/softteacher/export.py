@@ -69,9 +69,6 @@ def export_plain_model(cfg, checkpoint_path, which, output_dir, thing_classes=No
     plain.OUTPUT_DIR = output_dir
     config = os.path.join(output_dir, "config.yaml")
     header = ""
-    if not is_detectron2_backbone(plain.MODEL.BACKBONE.NAME):
-        header += (f"# MODEL.BACKBONE.NAME {plain.MODEL.BACKBONE.NAME} is this project's: run `import softteacher` "
-                   "before build_model (pip install -e . in the Soft Teacher repository)\n")
     if thing_classes:
         if len(thing_classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
             raise ValueError(f"{len(thing_classes)} class names for MODEL.ROI_HEADS.NUM_CLASSES = "
@@ -80,6 +77,9 @@ def export_plain_model(cfg, checkpoint_path, which, output_dir, thing_classes=No
             json.dump({"thing_classes": list(thing_classes),
                        "category_ids": list(category_ids or range(1, len(thing_classes) + 1))}, f, indent=1)
         header += f"# classes (contiguous ids 0..{len(thing_classes) - 1}): {', '.join(thing_classes)}\n"
+    if not is_detectron2_backbone(plain.MODEL.BACKBONE.NAME):
+        header += (f"# MODEL.BACKBONE.NAME {plain.MODEL.BACKBONE.NAME} is the Soft Teacher project's: "
+                   "`import softteacher` (pip install -e . in its repository) before build_model\n")
     with open(config, "w") as f:
         f.write(header + plain.dump())
     return weights, config
