@@ -1,0 +1,148 @@
+"""tools/init_config.py: the config it writes from a dataset's files, against the shipped configs
+and on data of another size."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from softteacher import load_config
+from softteacher.tools import init_config
+
+from conftest import config_path
+
+# the keys that name files, datasets or where a run writes: the only ones a user's config must differ in
+WHERE = ("DATASETS", "OUTPUT_DIR")
+
+
+def synthetic_coco(path, num_images, size, box_sides, seed=0, annotations=True):
+    """A COCO json of ``num_images`` images of ``size`` (height, width) whose square boxes have the
+    sides ``box_sides`` (cycled)."""
+    rng = np.random.default_rng(seed)
+    images = [{"id": i + 1, "file_name": f"{i:05d}.jpg", "height": size[0], "width": size[1]}
+              for i in range(num_images)]
+    anns = []
+    if annotations:
+        for i, side in enumerate(np.resize(box_sides, num_images * 4)):
+            anns.append({"id": i + 1, "image_id": i // 4 + 1, "category_id": int(rng.integers(1, 7)),
+                         "bbox": [1.0, 1.0, float(side), float(side)], "area": float(side * side), "iscrowd": 0})
+    coco = {"images": images, "categories": [{"id": k, "name": n} for k, n in enumerate("AEKR58", start=1)]}
+    if annotations:
+        coco["annotations"] = anns
+    with open(path, "w") as f:
+        json.dump(coco, f)
+    return str(path)
+
+
+def write_config(tmp_path, labeled, unlabeled, *extra):
+    folder = tmp_path / "images"
+    folder.mkdir(exist_ok=True)
+    out = tmp_path / "mine.yaml"
+    choice = init_config.main(["--name", "mine", "--labeled-json", labeled, "--labeled-images", str(folder),
+                               "--unlabeled-json", unlabeled, "--unlabeled-images", str(folder),
+                               "--val-json", labeled, "--val-images", str(folder), "--output", str(out), *extra])
+    return str(out), choice
+
+
+def differences(a, b, prefix=""):
+    out = []
+    for key in a:
+        if f"{prefix}{key}".startswith(WHERE):
+            continue
+        if hasattr(a[key], "items"):
+            out += differences(a[key], b[key], f"{prefix}{key}.")
+        elif a[key] != b[key]:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+@pytest.fixture
+def glyphs_like(tmp_path):
+    """The generated glyphs' 10 % split as the tool reads it: 200 labeled 160x224 images, boxes of
+    sides 11-63 px, 1,800 unlabeled."""
+    labeled = synthetic_coco(tmp_path / "labeled.json", 200, (160, 224), np.linspace(11, 63, 50))
+    unlabeled = synthetic_coco(tmp_path / "unlabeled.json", 1800, (160, 224), [], annotations=False)
+    return labeled, unlabeled
+
+
+def test_on_the_generated_data_at_its_size_it_writes_what_the_shipped_config_holds(glyphs_like, tmp_path):
+    written, choice = write_config(tmp_path, *glyphs_like, "--short-side", "128")
+    shipped = load_config(config_path("Glyphs", "soft_teacher_plus_no_box_jitter_mixpl_R18_FPN_10pct.yaml"))
+    assert differences(load_config(written), shipped) == []
+    assert choice["anchors"] == [8, 16, 32, 64, 128] and choice["iters"] == 3200
+
+
+def test_left_to_itself_it_keeps_the_native_size_where_the_shipped_config_shrinks_it(glyphs_like, tmp_path):
+    written, choice = write_config(tmp_path, *glyphs_like)
+    shipped = load_config(config_path("Glyphs", "soft_teacher_plus_no_box_jitter_mixpl_R18_FPN_10pct.yaml"))
+    # the shipped configs shrink 160 px to 128 to save CPU time; the tool keeps the images' size
+    assert sorted(differences(load_config(written), shipped)) == [
+        "INPUT.MAX_SIZE_TEST", "INPUT.MAX_SIZE_TRAIN", "INPUT.MIN_SIZE_TEST", "INPUT.MIN_SIZE_TRAIN"]
+    cfg = load_config(written)
+    assert (cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TEST) == ((160,), 320, 160)
+    assert choice["anchors"] == [8, 16, 32, 64, 128]  # sides 11-63 at scale 1: 8 is under the smallest
+
+
+def test_on_larger_images_with_larger_boxes_and_fewer_images_it_scales_every_choice(tmp_path):
+    # 480x640 images, box sides 40-400 px, 100 labeled + 400 unlabeled in a folder
+    labeled = synthetic_coco(tmp_path / "labeled.json", 100, (480, 640), np.linspace(40, 400, 40))
+    folder = tmp_path / "unlabeled"
+    folder.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (640, 480)).save(folder / "u000.jpg")  # the sizes are read from a sample's headers
+    for i in range(1, 400):
+        (folder / f"u{i:03d}.jpg").touch()
+    out = tmp_path / "big.yaml"
+    choice = init_config.main(["--name", "big", "--labeled-json", labeled, "--labeled-images", str(tmp_path),
+                               "--unlabeled-images", str(folder), "--val-json", labeled, "--val-images",
+                               str(tmp_path), "--output", str(out)])
+    cfg = load_config(str(out))
+    # short side 480 (already a multiple of 32); 1st-99th percentile of sides 40..400 -> 32 is the
+    # power of two under 40; 32 x 16 = 512 covers 400
+    assert cfg.INPUT.MIN_SIZE_TRAIN == (480,) and cfg.INPUT.MAX_SIZE_TEST == 960
+    assert cfg.MODEL.ANCHOR_GENERATOR.SIZES == [[32], [64], [128], [256], [512]]
+    # 500 images: 3,200 x 500 / 2,000 = 800, raised to the 1,600 minimum; steps 1,200 and 1,400
+    assert (cfg.SOLVER.MAX_ITER, tuple(cfg.SOLVER.STEPS)) == (1600, (1200, 1400))
+    assert (cfg.SEMI.BURN_IN_ITERS, cfg.TEST.EVAL_PERIOD, cfg.SOLVER.CHECKPOINT_PERIOD) == (400, 400, 800)
+    assert cfg.DATASETS.CUSTOM.UNLABELED_JSON == "" and cfg.DATASETS.CUSTOM.UNLABELED_IMAGES == str(folder)
+    assert choice["num_unlabeled"] == 400
+    assert os.path.isabs(open(out).read().split('_BASE_: "', 1)[1].split('"', 1)[0])
+
+
+def test_anchors_centre_on_a_box_range_wider_than_five_levels_span():
+    # 1st percentile 4, 99th 1000: 8 x 16 = 128 < 1000, so centred: sqrt(4 x 1000) / 4 = 15.8 -> 16
+    sides = [4.0] * 5 + list(np.linspace(50, 500, 90)) + [1000.0] * 5
+    assert init_config.anchor_sizes(sides, 1.0)[0] == [16, 32, 64, 128, 256]
+
+
+def test_with_imagenet_weights_it_starts_from_the_coco_family(glyphs_like, tmp_path):
+    weights = tmp_path / "R-50.pkl"
+    weights.write_bytes(b"")
+    written, _ = write_config(tmp_path, *glyphs_like, "--weights", str(weights))
+    cfg = load_config(written)
+    assert cfg.MODEL.WEIGHTS == str(weights) and cfg.MODEL.RESNETS.DEPTH == 50
+    # short side 160 drawn from half to 1.5x (80-240), each to a multiple of 32 (ties to the even multiple)
+    assert cfg.INPUT.MIN_SIZE_TRAIN == (64, 256) and cfg.SOLVER.IMS_PER_BATCH_UNLABELED == 8
+
+
+def test_smoke_the_written_config_trains_on_a_dataset_without_edits(tiny_shapes, tmp_path):
+    """Smoke test: the config of the tiny set trains a few iterations and evaluates, as written."""
+    from detectron2.engine import default_argument_parser
+
+    from softteacher.engine import launch
+
+    ann = os.path.join(tiny_shapes, "annotations")
+    out = tmp_path / "tiny.yaml"
+    init_config.main(["--name", "tiny_init", "--labeled-json", os.path.join(ann, "instances_train.json"),
+                      "--labeled-images", os.path.join(tiny_shapes, "train"),
+                      "--unlabeled-images", os.path.join(tiny_shapes, "train"),
+                      "--val-json", os.path.join(ann, "instances_val.json"),
+                      "--val-images", os.path.join(tiny_shapes, "val"), "--output", str(out),
+                      "--output-dir", str(tmp_path / "run")])
+    args = default_argument_parser().parse_args(
+        ["--config-file", str(out), "SOLVER.MAX_ITER", "3", "SEMI.BURN_IN_ITERS", "1", "TEST.EVAL_PERIOD", "3",
+         "SOLVER.IMS_PER_BATCH_LABELED", "1", "SOLVER.IMS_PER_BATCH_UNLABELED", "4", "DATALOADER.NUM_WORKERS", "0"])
+    results = launch.main(args)
+    assert set(results) == {"teacher", "student"} and "AP" in results["teacher"]["bbox"]
