@@ -379,3 +379,23 @@ def test_a_run_whose_teacher_passes_no_pseudo_box_warns_once_with_its_scores(tin
     assert warnings[0].startswith("iteration 5: no pseudo-box reached the classification branch for 3 logging "
                                   "periods (3 iterations)")
     assert trainer.storage.history("semi/pseudo_boxes_cls").values()[-1][0] == 0
+
+
+def test_the_unlabeled_box_loss_is_weighted_by_bbox_reg_loss_weight_as_the_labeled_one(tiny_semi, tmp_path):
+    losses = {}
+    batch = None
+    for weight in (1.0, 2.5):
+        cfg = soft_teacher_cfg(*tiny_semi, tmp_path, **EVERY_DETECTION_IS_A_PSEUDO_BOX,
+                               **{"MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT": str(weight)})
+        student, labeler = student_and_labeler(cfg)
+        batch = batch or one_batch(cfg)
+        labeled, unlabeled = batch
+        torch.manual_seed(1)  # the same proposals sampled in both
+        with EventStorage(0):
+            inputs, _ = labeler(unlabeled)
+            losses[weight] = {k: v.item() for k, v in student(labeled, unlabeled=inputs).items()}
+    assert losses[1.0]["unsup_loss_box_reg"] > 0
+    for name in ("loss_box_reg", "unsup_loss_box_reg"):
+        assert losses[2.5][name] == pytest.approx(2.5 * losses[1.0][name], rel=1e-5)
+    for name in ("loss_cls", "unsup_loss_cls"):
+        assert losses[2.5][name] == pytest.approx(losses[1.0][name], rel=1e-5)

@@ -179,7 +179,8 @@ class SoftTeacherROIHeads(StandardROIHeads):
         losses = {"loss_cls": self.box_predictor.weighted_cls_loss(scores, gt_classes, weights)}
         if reg_targets is not None:
             losses["loss_box_reg"] = self._pseudo_box_regression_loss(features, proposals, reg_targets, guide)
-        return losses
+        # as FastRCNNOutputLayers.losses weighs the supervised ones (MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT)
+        return {name: value * self.box_predictor.loss_weight.get(name, 1.0) for name, value in losses.items()}
 
     def _pseudo_box_regression_loss(self, features, proposals, reg_targets, guide=None):
         # A sampling of its own, as the original code does: the regression targets (low jitter
