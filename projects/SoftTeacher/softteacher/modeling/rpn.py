@@ -3,7 +3,9 @@
 Target boxes of class ``IGNORE`` (the teacher's uncertain detections, with
 ``SEMI.IGNORE_UNCERTAIN``) are neither objects nor background: anchors that overlap one by at
 least the matcher's background bound (``MODEL.RPN.IOU_THRESHOLDS[0]``) and would be background
-are dropped from the objectness loss. Without such boxes it is detectron2's ``RPN``.
+are taken out before the anchors are sampled, so the whole sampling budget
+(``MODEL.RPN.BATCH_SIZE_PER_IMAGE``) goes to objects and true background. Without such boxes it is
+detectron2's ``RPN``.
 """
 
 import torch
@@ -22,13 +24,23 @@ class PseudoLabelRPN(RPN):
         ignored = [t.gt_classes == IGNORE if t.has("gt_classes") else None for t in gt_instances]
         if not any(i is not None and i.any() for i in ignored):
             return super().label_and_sample_anchors(anchors, gt_instances)
-        objects = [t if i is None else t[~i] for t, i in zip(gt_instances, ignored)]
-        gt_labels, matched_gt_boxes = super().label_and_sample_anchors(anchors, objects)
         all_anchors = Boxes.cat(anchors)
         background_bound = self.anchor_matcher.thresholds[1]
-        for labels, targets, i in zip(gt_labels, gt_instances, ignored):
-            if i is None or not i.any():
-                continue
-            near = pairwise_iou(targets.gt_boxes[i], all_anchors).max(dim=0).values >= background_bound
-            labels[near & (labels == 0)] = -1
-        return gt_labels, matched_gt_boxes
+        # per image, in the order detectron2 labels them: the anchors near an ignored region,
+        # read by _subsample_labels between labelling and sampling
+        self._near_ignored = iter([
+            None if i is None or not i.any()
+            else pairwise_iou(t.gt_boxes[i], all_anchors).max(dim=0).values >= background_bound
+            for t, i in zip(gt_instances, ignored)
+        ])
+        objects = [t if i is None else t[~i] for t, i in zip(gt_instances, ignored)]
+        try:
+            return super().label_and_sample_anchors(anchors, objects)
+        finally:
+            del self._near_ignored
+
+    def _subsample_labels(self, label):
+        near = next(self._near_ignored, None) if hasattr(self, "_near_ignored") else None
+        if near is not None:
+            label[near & (label == 0)] = -1
+        return super()._subsample_labels(label)
