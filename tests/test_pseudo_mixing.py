@@ -122,3 +122,43 @@ def test_the_student_adds_a_weighted_loss_per_mixed_pass_with_background_weight_
     for kind, (gt_classes, weights, loss) in zip(("mosaic", "mixup"), mixed_calls):
         assert (gt_classes == background).any() and (weights == 1).all()
         assert losses[f"unsup_{kind}_loss_cls"].item() == 0.5 * loss.item()  # MOSAIC_WEIGHT, MIXUP_WEIGHT
+
+
+def test_every_mixed_box_lies_on_its_own_pixels_through_random_flips_and_scales():
+    """Asymmetric views (a bright block off-centre, where its box is): a box that does not move
+    with its pixels (a flip of the image alone, say) lands on dark canvas."""
+    random.seed(3)
+    mixer = PseudoLabelMixer(mosaic=True, mixup=True, cache_size=4, mosaic_scale=(0.5, 1.0))
+
+    def asymmetric(corner):
+        x0, y0 = corner
+        v = view(24, 32, 0.0, [[x0, y0, x0 + 8, y0 + 6]])
+        v["image"][0, y0:y0 + 6, x0:x0 + 8] = 10.0
+        return v
+
+    checked = {"mosaic": 0, "mixup": 0}
+    for step in range(12):
+        vs = [asymmetric((2 + step % 3, 3)), asymmetric((20, 15 - step % 4))]
+        mixed = mixer([v["image"] for v in vs], {"cls": [v["targets"]["cls"] for v in vs]})
+        for kind, least in (("mosaic", 9.0), ("mixup", 4.9)):  # a mixup halves every pixel
+            for img, targets in zip(mixed.get(kind, {}).get("images", []), mixed.get(kind, {}).get("cls_targets", [])):
+                for x0, y0, x1, y1 in targets.gt_boxes.tensor.tolist():
+                    cx, cy = int((x0 + x1) / 2), int((y0 + y1) / 2)
+                    assert img["image"][0, cy, cx] >= least, (kind, step, (x0, y0, x1, y1))
+                    checked[kind] += 1
+    assert checked["mosaic"] >= 20 and checked["mixup"] >= 10
+
+
+def test_canvases_are_padded_and_blended_at_the_pixel_mean_not_black():
+    mean = torch.tensor([103.5, 116.3, 123.7])
+    tile = {"image": torch.full((3, 2, 2), 200.0), "targets": view(2, 2, 0, [[0, 0, 1, 1]])["targets"]}
+    m = mosaic([tile] * 4, fill=mean)
+    torch.testing.assert_close(m["image"][:, 1, 1], torch.full((3,), 200.0))  # covered
+    m = mosaic([tile, tile, tile, {**tile, "image": torch.full((3, 1, 1), 200.0)}], fill=mean)
+    # a 4x4 canvas around (2, 2): the 1x1 bottom-right tile covers (2, 2) only
+    torch.testing.assert_close(m["image"][:, 2, 2], torch.full((3,), 200.0))
+    torch.testing.assert_close(m["image"][:, 3, 3], mean)  # uncovered: the mean colour
+    small = {"image": torch.full((3, 1, 2), 50.0), "targets": view(1, 2, 0, [[0, 0, 1, 1]])["targets"]}
+    mixed = mixup(tile, small, fill=mean)["image"]
+    torch.testing.assert_close(mixed[:, 0, 0], torch.full((3,), 125.0))  # both: 0.5 * 200 + 0.5 * 50
+    torch.testing.assert_close(mixed[:, 1, 0], 0.5 * 200.0 + 0.5 * mean)  # dst only: halved towards the mean

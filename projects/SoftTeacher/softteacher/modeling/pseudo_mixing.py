@@ -11,6 +11,11 @@ step the student also learns from
 - mixups: each of this step's strong views averaged (0.5 / 0.5) with a cached view resized to fit
   it, the targets of both kept.
 
+As MixPL does, canvases are padded and blended where the model's normalised input is zero: the
+pixel mean (``fill``), not black, so an uncovered part of a mixup is halved towards the mean
+colour. The cache is not in checkpoints: after ``--resume`` mixing restarts once
+``CACHE_SIZE`` new views have been seen (two steps of the shipped configs).
+
 The teacher never saw these images, so their background samples get weight 1 (no soft teacher
 weights) and regression targets pass as they are. MixPL's own model trains its main unlabeled loss
 on the mixups; here the published Soft Teacher loss stays, and each mixed pass adds its own loss
@@ -60,12 +65,20 @@ def concatenated(target_lists):
     return {b: Instances.cat([targets[b] for targets in target_lists]) for b in target_lists[0]}
 
 
-def mosaic(views):
+def filled(like, size, fill):
+    """A canvas of ``size`` with ``like``'s channels and dtype, every pixel ``fill`` (a number or
+    one value per channel)."""
+    channels = like.shape[0]
+    values = torch.as_tensor(fill, dtype=like.dtype, device=like.device).reshape(-1, 1, 1)
+    return values.expand(channels, *size).clone()
+
+
+def mosaic(views, fill=0.0):
     """Four views around a centre point: top-left, top-right, bottom-left, bottom-right, each
-    against the centre, on a zero canvas of twice the largest view's size."""
+    against the centre, on a canvas of ``fill`` twice the largest view's size."""
     h = max(v["image"].shape[1] for v in views)
     w = max(v["image"].shape[2] for v in views)
-    canvas = views[0]["image"].new_zeros((views[0]["image"].shape[0], 2 * h, 2 * w))
+    canvas = filled(views[0]["image"], (2 * h, 2 * w), fill)
     placed = []
     for i, v in enumerate(views):
         vh, vw = v["image"].shape[1:]
@@ -76,15 +89,17 @@ def mosaic(views):
     return {"image": canvas, "targets": concatenated(placed)}
 
 
-def mixup(dst, src, dst_offset=(0, 0), src_offset=(0, 0)):
-    """0.5 * dst + 0.5 * src, each at its offset on a canvas of the larger height and width."""
+def mixup(dst, src, dst_offset=(0, 0), src_offset=(0, 0), fill=0.0):
+    """0.5 * dst + 0.5 * src, each at its offset on a canvas of ``fill`` of the larger height and
+    width."""
     dh, dw = dst["image"].shape[1:]
     sh, sw = src["image"].shape[1:]
     size = (max(dh, sh), max(dw, sw))
-    canvas = dst["image"].new_zeros((dst["image"].shape[0], *size))
     (dx, dy), (sx, sy) = dst_offset, src_offset
-    canvas[:, dy:dy + dh, dx:dx + dw] += 0.5 * dst["image"]
-    canvas[:, sy:sy + sh, sx:sx + sw] += 0.5 * src["image"].to(canvas.dtype)
+    dst_canvas, src_canvas = filled(dst["image"], size, fill), filled(dst["image"], size, fill)
+    dst_canvas[:, dy:dy + dh, dx:dx + dw] = dst["image"]
+    src_canvas[:, sy:sy + sh, sx:sx + sw] = src["image"].to(src_canvas.dtype)
+    canvas = 0.5 * dst_canvas + 0.5 * src_canvas
     return {"image": canvas, "targets": concatenated([shifted(dst, dx, dy, size), shifted(src, sx, sy, size)])}
 
 
@@ -101,8 +116,10 @@ class PseudoLabelMixer:
     """Caches pseudo-labelled strong views and makes the mixed views of a step from them."""
 
     def __init__(self, *, mosaic=False, mixup=False, cache_size=8, mosaic_scale=(0.4, 0.6), mosaic_weight=0.5,
-                 mixup_weight=0.5):
+                 mixup_weight=0.5, fill=0.0):
+        """``fill``: the pixel value of uncovered canvas (the model's pixel mean: zero once normalised)."""
         self.use_mosaic, self.use_mixup = mosaic, mixup
+        self.fill = fill
         self.cache_size = cache_size
         self.mosaic_scale = mosaic_scale
         self.weights = {"mosaic": mosaic_weight, "mixup": mixup_weight}
@@ -116,7 +133,7 @@ class PseudoLabelMixer:
             return None
         return cls(mosaic=mixing.MOSAIC, mixup=mixing.MIXUP, cache_size=mixing.CACHE_SIZE,
                    mosaic_scale=tuple(mixing.MOSAIC_SCALE), mosaic_weight=mixing.MOSAIC_WEIGHT,
-                   mixup_weight=mixing.MIXUP_WEIGHT)
+                   mixup_weight=mixing.MIXUP_WEIGHT, fill=tuple(cfg.MODEL.PIXEL_MEAN))
 
     def __call__(self, images, targets):
         """This step's mixed views, made from the cache before this step's views join it.
@@ -135,7 +152,7 @@ class PseudoLabelMixer:
             if self.use_mosaic:
                 tiles = [transformed(v, random.uniform(*self.mosaic_scale), random.random() < 0.5)
                          for v in random.sample(self.cache, 4)]
-                mixed["mosaic"] = self._inputs("mosaic", [mosaic(tiles)])
+                mixed["mosaic"] = self._inputs("mosaic", [mosaic(tiles, self.fill)])
             if self.use_mixup:
                 mixed["mixup"] = self._inputs("mixup", [self._mixup(v) for v in views])
         self.cache = (self.cache + views)[-self.cache_size:]
@@ -148,7 +165,7 @@ class PseudoLabelMixer:
         src_size = src["image"].shape[1:]
         canvas = (max(dst_size[0], src_size[0]), max(dst_size[1], src_size[1]))
         dst = {"image": dst["image"].float(), "targets": dst["targets"]}
-        return mixup(dst, src, _random_offset(canvas, dst_size), _random_offset(canvas, src_size))
+        return mixup(dst, src, _random_offset(canvas, dst_size), _random_offset(canvas, src_size), self.fill)
 
     def _inputs(self, name, views):
         targets = {f"{b}_targets": [v["targets"][b] for v in views] if b in views[0]["targets"] else None
