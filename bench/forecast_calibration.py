@@ -1,0 +1,162 @@
+#!/usr/bin/env python
+"""The calibration of tools/forecast.py, from runs already recorded, and its leave-one-dataset-out
+errors.
+
+    python bench/forecast_calibration.py
+
+Reads ``bench/results/regimes.json`` (pretrained start: the supervised twin at 1, 2, 5, 10 and
+100 %, and the recipes at the COCO-like fraction) and ``bench/results/quality.json`` (from scratch:
+the twins at 10 and 100 %, the recipes at 10 %). For each point, the gap (fully labeled twin minus
+the partial one) and the share of it each recipe closed (teacher AP, mean of the recorded seeds).
+
+Leave one dataset out:
+- gain: the share measured on the other dataset (same start) times this dataset's gap, against the
+  gain measured here; within target when the error is at most half the measured gain or 1.5 AP;
+- ceiling: the learning curve (``softteacher.forecast``) fitted to the twin's points at and under a
+  fraction (at least three), extrapolated to every training image, against the fully labeled twin.
+
+Writes ``bench/results/forecast_calibration.json`` (points, forecasts, errors) and the calibration
+the tool reads, ``projects/SoftTeacher/softteacher/forecast_calibration.json``.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+from softteacher.forecast import CALIBRATION_FILE, NoForecast, curve_at, fit_learning_curve
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPES = {"published": "soft_teacher", "recommended": "plus_no_box_jitter_mixpl"}
+TRAIN_IMAGES = 2000  # both generated datasets' training pool
+GAIN_TOLERANCE = (0.5, 1.5)  # half the measured gain, or 1.5 AP, whichever is larger
+CEILING_TOLERANCE = 3.0  # AP
+
+
+def teacher_ap(block):
+    return statistics.fmean(run["final"]["teacher"]["AP"] for run in block["seeds"].values())
+
+
+def points(results):
+    with open(os.path.join(results, "regimes.json")) as f:
+        regimes = json.load(f)["datasets"]
+    with open(os.path.join(results, "quality.json")) as f:
+        quality = json.load(f)["datasets"]
+    out = []
+    for dataset, d in regimes.items():
+        p = d["choice"]["percent"]
+        twin, full = teacher_ap(d["curve"][f"supervised_{p:g}pct"]), teacher_ap(d["curve"]["supervised_100pct"])
+        gains = {r: teacher_ap(d["arms"][arm]) - twin for r, arm in RECIPES.items() if arm in d["arms"]}
+        out.append(point(dataset, "pretrained", p, twin, full, gains))
+    for dataset, d in quality.items():
+        arms = d["arms"]
+        twin, full = teacher_ap(arms["supervised_10pct"]), teacher_ap(arms["supervised_100pct"])
+        gains = {r: teacher_ap(arms[arm]) - twin for r, arm in RECIPES.items() if arm in arms}
+        out.append(point(dataset, "scratch", 10, twin, full, gains))
+    return out
+
+
+def point(dataset, start, percent, twin, full, gains):
+    gap = full - twin
+    return {"dataset": dataset, "start": start, "percent": percent, "labeled": round(TRAIN_IMAGES * percent / 100),
+            "twin_ap": round(twin, 2), "full_ap": round(full, 2), "gap": round(gap, 2),
+            "gain": {r: round(g, 2) for r, g in gains.items()},
+            "gap_closed": {r: round(g / gap, 4) for r, g in gains.items()}}
+
+
+def within(error, measured, tolerance=GAIN_TOLERANCE):
+    return abs(error) <= max(tolerance[0] * abs(measured), tolerance[1])
+
+
+def gain_loo(pts):
+    rows = []
+    for p in pts:
+        others = [q for q in pts if q["dataset"] != p["dataset"] and q["start"] == p["start"]]
+        for recipe, measured in p["gain"].items():
+            shares = [q["gap_closed"][recipe] for q in others if recipe in q["gap_closed"]]
+            if not shares:
+                continue
+            forecast = statistics.fmean(shares) * p["gap"]
+            rows.append({"dataset": p["dataset"], "start": p["start"], "percent": p["percent"], "recipe": recipe,
+                         "measured_gain": round(measured, 2), "forecast_gain": round(forecast, 2),
+                         "error": round(forecast - measured, 2), "within_target": within(forecast - measured, measured)})
+    return rows
+
+
+def ceiling_loo(results):
+    with open(os.path.join(results, "regimes.json")) as f:
+        regimes = json.load(f)["datasets"]
+    rows = []
+    for dataset, d in regimes.items():
+        curve = {b["percent"]: b for b in d["curve"].values()}
+        full = teacher_ap(curve[100])
+        for top in sorted(p for p in curve if p != 100):
+            parts = [p for p in curve if p <= top]
+            if len(parts) < 3:
+                continue
+            counts, aps = [], []
+            for p in parts:
+                for run in curve[p]["seeds"].values():
+                    counts.append(TRAIN_IMAGES * p / 100)
+                    aps.append(run["final"]["teacher"]["AP"])
+            try:
+                fit = fit_learning_curve(counts, aps)
+            except NoForecast as e:
+                rows.append({"dataset": dataset, "start": "pretrained", "percent": top, "no_forecast": str(e)})
+                continue
+            forecast = curve_at(fit, TRAIN_IMAGES)
+            rows.append({"dataset": dataset, "start": "pretrained", "percent": top, "parts": parts,
+                         "measured_full": round(full, 2), "forecast_full": round(forecast, 2),
+                         "error": round(forecast - full, 2), "within_target": abs(forecast - full) <= CEILING_TOLERANCE})
+    return rows
+
+
+def loo_summary(rows):
+    """Per recipe and start, the largest absolute error of the gain forecast."""
+    out = {}
+    for r in rows:
+        key = out.setdefault(r["recipe"], {})
+        key[r["start"]] = max(key.get(r["start"], 0.0), abs(r["error"]))
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", default=os.path.join(REPO, "bench", "results"))
+    parser.add_argument("--calibration", default=CALIBRATION_FILE)
+    args = parser.parse_args()
+    pts = points(args.results)
+    gains, ceilings = gain_loo(pts), ceiling_loo(args.results)
+    calibration = {
+        "what": "share of the gap (fully labeled twin - partial twin, teacher AP) each recipe closed, per "
+                "dataset and start; written by bench/forecast_calibration.py from bench/results",
+        "recipes": {r: arm for r, arm in RECIPES.items()}, "recommended": "recommended",
+        "points": [{k: p[k] for k in ("dataset", "start", "percent", "gap", "gap_closed")} for p in pts],
+        "leave_one_out": loo_summary(gains),
+    }
+    report = {"command": "python bench/forecast_calibration.py " + " ".join(sys.argv[1:]),
+              "date": time.strftime("%Y-%m-%d"), "points": pts, "gain_leave_one_out": gains,
+              "ceiling_leave_one_out": ceilings,
+              "targets": {"gain": "error within max(50 % of the measured gain, 1.5 AP)",
+                          "ceiling": f"error within {CEILING_TOLERANCE:g} AP"},
+              "met": {"gain": all(r["within_target"] for r in gains),
+                      "ceiling": all(r.get("within_target", False) for r in ceilings)}}
+    for path, data in ((os.path.join(args.results, "forecast_calibration.json"), report), (args.calibration, calibration)):
+        with open(path, "w") as f:
+            json.dump(data, f, indent=1)
+        print(path)
+    for r in gains:
+        print(f"{r['dataset']:6} {r['start']:10} {r['percent']:>4g} % {r['recipe']:11} measured {r['measured_gain']:+5.1f} "
+              f"forecast {r['forecast_gain']:+5.1f} error {r['error']:+5.1f} {'ok' if r['within_target'] else 'MISSED'}")
+    for r in ceilings:
+        if "no_forecast" in r:
+            print(f"{r['dataset']:6} ceiling from <= {r['percent']:g} %: {r['no_forecast']}")
+        else:
+            print(f"{r['dataset']:6} ceiling from <= {r['percent']:g} %: measured {r['measured_full']:.1f} forecast "
+                  f"{r['forecast_full']:.1f} error {r['error']:+.1f} {'ok' if r['within_target'] else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()

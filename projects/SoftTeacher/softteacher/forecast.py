@@ -1,0 +1,107 @@
+"""Will unlabeled images pay? The supervised learning curve of a labeled set, the AP it promises
+with more labels, and the gain semi-supervised training is expected to give, from a calibration
+measured on the generated datasets (``forecast_calibration.json`` beside this file, written by
+``bench/forecast_calibration.py``).
+
+The curve is AP(n) = c / (1 + (h / n)^b), n labeled images: a log-logistic (S-shaped in log n)
+curve that saturates at c. On the generated datasets' measured curves it extrapolated to the
+fully labeled model better than a power law c - a * n^-b, which keeps rising from the steep part
+of the curve (bench/README.md). The gain of training with the unlabeled images is forecast as
+k * (AP(labeled + unlabeled) - AP(labeled)): the recipe closes a share k of the gap to the model
+that had every image labeled, k measured per recipe and start (pretrained or from scratch).
+"""
+
+import json
+import math
+import os
+
+import numpy as np
+
+CALIBRATION_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "forecast_calibration.json")
+SLOPES = np.linspace(0.1, 4.0, 79)  # the grids b and log h are fitted on
+LOG_MIDPOINTS = np.linspace(0.0, 14.0, 281)
+MAX_AP = 100.0
+MIN_POINTS, MIN_IMAGES = 3, 8  # fewer labeled parts, or a smallest part under this, and no curve is fitted
+HELPS = 1.5  # AP: a gain under this "will not help much"
+
+
+class NoForecast(ValueError):
+    """The data cannot support a forecast; the message says why."""
+
+
+def fit_learning_curve(counts, aps):
+    """Least-squares fit of AP(n) = c / (1 + (h / n)^b), 0 < c <= 100, to (labeled images, AP)
+    points (several seeds of a count are separate points). Returns {"c", "h", "b", "rmse"}. For
+    each (b, log h) of a grid, c is linear (clamped to 100); the pair with the smallest squared
+    error wins."""
+    n = np.asarray(counts, dtype=float)
+    y = np.asarray(aps, dtype=float)
+    if len(set(n.tolist())) < MIN_POINTS:
+        raise NoForecast(f"{len(set(n.tolist()))} distinct labeled counts: a curve needs {MIN_POINTS}")
+    if n.min() < MIN_IMAGES:
+        raise NoForecast(f"the smallest labeled part has {n.min():g} images: too few for a curve "
+                         f"(at least {MIN_IMAGES}); label more first")
+    if np.corrcoef(np.log(n), y)[0, 1] <= 0:
+        raise NoForecast("AP does not rise with more labeled images in these runs: no curve to extrapolate "
+                         "(train longer per run, or check the labels)")
+    shapes = 1.0 / (1.0 + np.exp(SLOPES[:, None, None] * (LOG_MIDPOINTS[None, :, None] - np.log(n)[None, None])))
+    c = np.clip((shapes * y).sum(-1) / (shapes * shapes).sum(-1), 0.0, MAX_AP)
+    errors = ((c[..., None] * shapes - y) ** 2).sum(-1)
+    i, j = np.unravel_index(np.argmin(errors), errors.shape)
+    return {"c": float(c[i, j]), "h": float(math.exp(LOG_MIDPOINTS[j])), "b": float(SLOPES[i]),
+            "rmse": math.sqrt(float(errors[i, j]) / len(y))}
+
+
+def curve_at(fit, n):
+    return fit["c"] / (1.0 + (fit["h"] / n) ** fit["b"])
+
+
+def load_calibration(path=CALIBRATION_FILE):
+    with open(path) as f:
+        return json.load(f)
+
+
+def gain_share(calibration, recipe, pretrained):
+    """(share of the gap closed, its interval [low, high]) of a recipe for a start, from the
+    calibration's measured points."""
+    start = "pretrained" if pretrained else "scratch"
+    shares = [p["gap_closed"][recipe] for p in calibration["points"] if p["start"] == start and recipe in p["gap_closed"]]
+    if not shares:
+        raise NoForecast(f"the calibration has no point for {recipe} from a {start} start")
+    return float(np.mean(shares)), (min(shares), max(shares))
+
+
+def forecast(counts, aps, num_labeled, num_unlabeled, pretrained, calibration):
+    """The forecast of a labeled set of ``num_labeled`` images and ``num_unlabeled`` unlabeled
+    ones, from supervised runs on parts of it (``counts``: labeled images of each run, ``aps``: its
+    AP). Raises NoForecast when the runs do not support one."""
+    fit = fit_learning_curve(counts, aps)
+    measured = [ap for n, ap in zip(counts, aps) if n == max(counts)]
+    now = float(np.mean(measured))
+    everything = curve_at(fit, num_labeled + num_unlabeled)
+    gap = everything - now
+    out = {
+        "fit": fit, "now": now, "pretrained": pretrained,
+        "labels_2x": curve_at(fit, 2 * num_labeled), "labels_4x": curve_at(fit, 4 * num_labeled),
+        "all_labeled": everything, "gap": gap, "recipes": {},
+    }
+    for recipe in calibration["recipes"]:
+        share, (low, high) = gain_share(calibration, recipe, pretrained)
+        out["recipes"][recipe] = {"share": share, "gain": share * gap, "interval": (low * gap, high * gap),
+                                  "loo_error": calibration["leave_one_out"].get(recipe, {}).get(
+                                      "pretrained" if pretrained else "scratch")}
+    out["verdict"], out["reason"] = verdict(out["labels_2x"] - now, out["recipes"][calibration["recommended"]]["gain"])
+    return out
+
+
+def verdict(label_gain, semi_gain, helps=HELPS):
+    """("label more" | "train semi-supervised" | "neither will help much", the reason in numbers):
+    the larger of twice the labels and training with the unlabeled images, when it reaches
+    ``helps`` AP; the unlabeled images cost no labelling, so a tie goes to them."""
+    if max(label_gain, semi_gain) < helps:
+        return "neither will help much", (f"twice the labels: {label_gain:+.1f} AP, the unlabeled images: "
+                                          f"{semi_gain:+.1f} AP, both under {helps:g}")
+    if semi_gain >= label_gain:
+        return "train semi-supervised", (f"the unlabeled images: {semi_gain:+.1f} AP, at least twice the "
+                                         f"labels' {label_gain:+.1f} AP, and they need no labelling")
+    return "label more", f"twice the labels: {label_gain:+.1f} AP, the unlabeled images: {semi_gain:+.1f} AP"

@@ -1,0 +1,132 @@
+"""The forecast: the learning-curve fit against a known curve, when it refuses, the verdict at its
+boundaries, and the tool's report from runs on nested parts."""
+
+import json
+import os
+
+import pytest
+
+from softteacher.forecast import (
+    HELPS,
+    NoForecast,
+    curve_at,
+    fit_learning_curve,
+    forecast,
+    gain_share,
+    verdict,
+)
+from softteacher.tools import forecast as forecast_tool
+
+from conftest import custom_cfg, custom_opts
+
+KNOWN = {"c": 70.0, "h": 60.0, "b": 1.3}
+
+
+def test_the_fit_recovers_a_known_curve_and_extrapolates_it():
+    counts = [25, 50, 100, 200]
+    fit = fit_learning_curve(counts, [curve_at(KNOWN, n) for n in counts])
+    assert fit["c"] == pytest.approx(70.0, abs=0.3) and fit["b"] == pytest.approx(1.3, abs=0.05)
+    assert fit["h"] == pytest.approx(60.0, rel=0.03)
+    # 10x beyond the largest part: 70 / (1 + (60 / 2000)^1.3) = 70 / 1.0105 = 69.27
+    assert curve_at(fit, 2000) == pytest.approx(69.27, abs=0.3)
+
+
+def test_two_seeds_of_each_part_fit_through_their_middle():
+    counts = [20, 20, 40, 40, 80, 80, 160, 160]
+    aps = [curve_at(KNOWN, n) + (1.0 if i % 2 else -1.0) for i, n in enumerate(counts)]
+    fit = fit_learning_curve(counts, aps)
+    assert fit["rmse"] == pytest.approx(1.0, abs=0.05)  # the seeds' +-1 is all that is left
+    assert curve_at(fit, 1000) == pytest.approx(curve_at(KNOWN, 1000), abs=1.0)
+
+
+@pytest.mark.parametrize("counts,aps,message", [
+    ([50, 100], [30.0, 40.0], "2 distinct labeled counts: a curve needs 3"),
+    ([4, 8, 16], [10.0, 20.0, 30.0], "the smallest labeled part has 4 images"),
+    ([20, 40, 80], [30.0, 25.0, 20.0], "AP does not rise with more labeled images"),
+])
+def test_no_forecast_where_the_runs_cannot_support_one(counts, aps, message):
+    with pytest.raises(NoForecast, match=message):
+        fit_learning_curve(counts, aps)
+
+
+@pytest.mark.parametrize("label_gain,semi_gain,expected", [
+    (HELPS - 0.01, HELPS - 0.01, "neither will help much"),
+    (HELPS, 0.0, "label more"),
+    (0.0, HELPS, "train semi-supervised"),
+    (3.0, 3.0, "train semi-supervised"),  # a tie: the unlabeled images need no labelling
+    (3.01, 3.0, "label more"),
+])
+def test_the_verdict_at_its_boundaries(label_gain, semi_gain, expected):
+    assert verdict(label_gain, semi_gain)[0] == expected
+
+
+CALIBRATION = {
+    "recipes": {"published": "soft_teacher", "recommended": "plus_no_box_jitter_mixpl"},
+    "recommended": "recommended",
+    "points": [{"dataset": "a", "start": "pretrained", "gap_closed": {"published": 0.4, "recommended": 0.7}},
+               {"dataset": "b", "start": "pretrained", "gap_closed": {"published": 0.6, "recommended": 0.8}},
+               {"dataset": "a", "start": "scratch", "gap_closed": {"published": 0.0, "recommended": 0.3}}],
+    "leave_one_out": {"published": {"pretrained": 2.0}, "recommended": {"pretrained": 1.0}},
+}
+
+
+def test_the_gain_is_the_calibrated_share_of_the_gap_to_everything_labeled():
+    assert gain_share(CALIBRATION, "published", True) == (pytest.approx(0.5), (0.4, 0.6))
+    counts = [25, 50, 100, 200]
+    out = forecast(counts, [curve_at(KNOWN, n) for n in counts], 200, 1800, True, CALIBRATION)
+    gap = curve_at(KNOWN, 2000) - curve_at(KNOWN, 200)  # 69.3 - 58.9
+    assert out["gap"] == pytest.approx(gap, abs=0.3)
+    assert out["recipes"]["recommended"]["gain"] == pytest.approx(0.75 * gap, abs=0.3)
+    assert out["recipes"]["published"]["interval"] == pytest.approx((0.4 * out["gap"], 0.6 * out["gap"]))
+    assert out["recipes"]["published"]["loo_error"] == 2.0
+    assert out["labels_2x"] == pytest.approx(curve_at(KNOWN, 400), abs=0.3)
+    # 2x labels: +4.1 AP; the unlabeled images: 0.75 x 7.3 = +5.5 AP
+    assert out["verdict"] == "train semi-supervised"
+    with pytest.raises(NoForecast, match="no point for published from a scratch start"):
+        gain_share({**CALIBRATION, "points": CALIBRATION["points"][:2]}, "published", False)
+
+
+def test_the_tool_trains_nested_parts_and_reports_the_forecast(tiny_shapes, tmp_path, monkeypatch):
+    """The tool end to end with its training replaced by the known curve: nested parts, the runs it
+    asks for, forecast.json and the picture."""
+    # a labeled json of 80 images (the runs are faked: only the json is read)
+    with open(os.path.join(tiny_shapes, "annotations", "instances_train.json")) as f:
+        coco = json.load(f)
+    coco["images"] = [{**coco["images"][i % len(coco["images"])], "id": i + 1} for i in range(80)]
+    coco["annotations"] = []
+    labeled = tmp_path / "labeled80.json"
+    labeled.write_text(json.dumps(coco))
+    config = tmp_path / "mine.yaml"
+    cfg = custom_cfg(custom_opts(tiny_shapes, "mine_fc") + ["DATASETS.CUSTOM.LABELED_JSON", str(labeled)])
+    config.write_text(cfg.dump())
+    monkeypatch.setattr(forecast_tool, "load_calibration", lambda: CALIBRATION)
+    asked = []
+
+    def fake_train(config_file, opts, log_path):
+        part = opts[opts.index("DATASETS.CUSTOM.LABELED_JSON") + 1]
+        with open(part) as f:
+            n = len(json.load(f)["images"])
+        asked.append((n, opts[opts.index("SEED") + 1], opts[opts.index("SOLVER.MAX_ITER") + 1]))
+        return curve_at(KNOWN, n), 0.1, 5.0
+
+    out = forecast_tool.main(["--config-file", str(config), "--output", str(tmp_path / "fc"), "--iters", "300",
+                              "--parts", "25", "50", "100"], train=fake_train)
+    images = [im["id"] for im in coco["images"]]
+    parts = {}
+    for p in (25, 50, 100):
+        with open(tmp_path / "fc" / "parts" / f"labeled_{p}pct.json") as f:
+            parts[p] = {im["id"] for im in json.load(f)["images"]}
+    assert parts[25] < parts[50] < parts[100] == set(images)  # nested
+    assert [a[1:] for a in asked] == [("1", "300")] * 3 + [("2", "300")] * 3
+    assert out["labeled"] == len(images) and set(out["recipes"]) == {"published", "recommended"}
+    assert (tmp_path / "fc" / "forecast.png").stat().st_size > 10_000
+    with open(tmp_path / "fc" / "forecast.json") as f:
+        assert json.load(f)["verdict"] == out["verdict"]
+
+
+def test_the_budget_plan_prefers_two_seeds_then_one_then_refuses():
+    # 0.5 s an iteration, 30 s start-up and evaluation a run (probe: 20 iterations in 40 s)
+    assert forecast_tool.plan(30 * 60, (0.5, 40.0), 4, 3200, [1, 2]) == (380, [1, 2])  # (1760/8 - 30) / 0.5
+    assert forecast_tool.plan(12 * 60, (0.5, 40.0), 4, 3200, [1, 2]) == (280, [1])
+    assert forecast_tool.plan(5 * 60, (0.5, 40.0), 4, 3200, [1, 2]) == (None, [])
+    assert forecast_tool.plan(600 * 60, (0.5, 40.0), 4, 3200, [1, 2]) == (3200, [1, 2])  # the config's own at most
