@@ -81,7 +81,8 @@ def gain_loo(pts):
             forecast = statistics.fmean(shares) * p["gap"]
             rows.append({"dataset": p["dataset"], "start": p["start"], "percent": p["percent"], "recipe": recipe,
                          "measured_gain": round(measured, 2), "forecast_gain": round(forecast, 2),
-                         "error": round(forecast - measured, 2), "within_target": within(forecast - measured, measured)})
+                         "error": round(forecast - measured, 2),
+                         "within_target": within(forecast - measured, measured)})
     return rows
 
 
@@ -109,7 +110,8 @@ def ceiling_loo(results):
             forecast = curve_at(fit, TRAIN_IMAGES)
             rows.append({"dataset": dataset, "start": "pretrained", "percent": top, "parts": parts,
                          "measured_full": round(full, 2), "forecast_full": round(forecast, 2),
-                         "error": round(forecast - full, 2), "within_target": abs(forecast - full) <= CEILING_TOLERANCE})
+                         "error": round(forecast - full, 2),
+                         "within_target": abs(forecast - full) <= CEILING_TOLERANCE})
     return rows
 
 
@@ -143,13 +145,15 @@ def main():
                           "ceiling": f"error within {CEILING_TOLERANCE:g} AP"},
               "met": {"gain": all(r["within_target"] for r in gains),
                       "ceiling": all(r.get("within_target", False) for r in ceilings)}}
-    for path, data in ((os.path.join(args.results, "forecast_calibration.json"), report), (args.calibration, calibration)):
+    written = ((os.path.join(args.results, "forecast_calibration.json"), report), (args.calibration, calibration))
+    for path, data in written:
         with open(path, "w") as f:
             json.dump(data, f, indent=1)
         print(path)
     for r in gains:
-        print(f"{r['dataset']:6} {r['start']:10} {r['percent']:>4g} % {r['recipe']:11} measured {r['measured_gain']:+5.1f} "
-              f"forecast {r['forecast_gain']:+5.1f} error {r['error']:+5.1f} {'ok' if r['within_target'] else 'MISSED'}")
+        print(f"{r['dataset']:6} {r['start']:10} {r['percent']:>4g} % {r['recipe']:11} "
+              f"measured {r['measured_gain']:+5.1f} forecast {r['forecast_gain']:+5.1f} error {r['error']:+5.1f} "
+              f"{'ok' if r['within_target'] else 'MISSED'}")
     for r in ceilings:
         if "no_forecast" in r:
             print(f"{r['dataset']:6} ceiling from <= {r['percent']:g} %: {r['no_forecast']}")

@@ -65,7 +65,8 @@ def gain_share(calibration, recipe, pretrained):
     """(share of the gap closed, its interval [low, high]) of a recipe for a start, from the
     calibration's measured points."""
     start = "pretrained" if pretrained else "scratch"
-    shares = [p["gap_closed"][recipe] for p in calibration["points"] if p["start"] == start and recipe in p["gap_closed"]]
+    shares = [p["gap_closed"][recipe] for p in calibration["points"]
+              if p["start"] == start and recipe in p["gap_closed"]]
     if not shares:
         raise NoForecast(f"the calibration has no point for {recipe} from a {start} start")
     return float(np.mean(shares)), (min(shares), max(shares))

@@ -141,7 +141,8 @@ def report(result, num_labeled, num_unlabeled):
     for recipe, r in result["recipes"].items():
         low, high = r["interval"]
         err = f"; leave-one-dataset-out error up to {r['loo_error']:.1f} AP" if r["loo_error"] is not None else ""
-        lines.append(f"{recipe} recipe with the unlabeled images: {r['gain']:+.1f} AP (range {low:+.1f} to {high:+.1f}{err})")
+        lines.append(f"{recipe} recipe with the unlabeled images: {r['gain']:+.1f} AP "
+                     f"(range {low:+.1f} to {high:+.1f}{err})")
     lines.append(f"verdict: {result['verdict']} ({result['reason']})")
     return "\n".join(lines)
 
