@@ -127,6 +127,7 @@ def test_with_imagenet_weights_it_starts_from_the_coco_family(glyphs_like, tmp_p
     assert cfg.INPUT.MIN_SIZE_TRAIN == (64, 256) and cfg.SOLVER.IMS_PER_BATCH_UNLABELED == 8
 
 
+@pytest.mark.smoke
 def test_smoke_the_written_config_trains_on_a_dataset_without_edits(tiny_shapes, tmp_path):
     """Smoke test: the config of the tiny set trains a few iterations and evaluates, as written."""
     from detectron2.engine import default_argument_parser

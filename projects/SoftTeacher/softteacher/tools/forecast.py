@@ -165,13 +165,15 @@ def main(argv=None, train=train_part):
                          "write such a config with tools/init_config.py")
     coco = load_coco_dict(custom.LABELED_JSON)
     num_labeled, num_unlabeled = len(coco["images"]), count_unlabeled(custom)
-    parts = nested_parts(coco, args.parts, os.path.join(args.output, "parts"))
+    output = os.path.abspath(args.output)  # the runs start in the repository, wherever you are
+    parts = nested_parts(coco, args.parts, os.path.join(output, "parts"))
     config_file = os.path.abspath(args.config_file)
     runs = []  # (labeled images, seed, AP)
 
     def run(p, seed, iters):
         path, count = parts[p]
-        out_dir = os.path.join(args.output, "runs", f"{p:g}pct_seed{seed}_{iters}it")
+        out_dir = os.path.join(output, "runs", f"{p:g}pct_seed{seed}_{iters}it")
+        os.makedirs(os.path.dirname(out_dir), exist_ok=True)
         opts = [*args.opts, *supervised_opts(cfg, path, iters, seed, out_dir)]
         return count, train(config_file, opts, out_dir + ".log")
 
@@ -195,15 +197,15 @@ def main(argv=None, train=train_part):
         result = forecast(counts, aps, num_labeled, num_unlabeled, bool(cfg.MODEL.WEIGHTS), load_calibration())
     except NoForecast as e:
         out["no_forecast"] = str(e)
-        with open(os.path.join(args.output, "forecast.json"), "w") as f:
+        with open(os.path.join(output, "forecast.json"), "w") as f:
             json.dump(out, f, indent=1)
         print(f"No forecast: {e}")
         return out
     out.update(result)
-    with open(os.path.join(args.output, "forecast.json"), "w") as f:
+    with open(os.path.join(output, "forecast.json"), "w") as f:
         json.dump(out, f, indent=1)
-    plot(os.path.join(args.output, "forecast.png"), counts, aps, result, num_labeled, num_unlabeled)
-    print(report(result, num_labeled, num_unlabeled) + f"\npicture: {os.path.join(args.output, 'forecast.png')}")
+    plot(os.path.join(output, "forecast.png"), counts, aps, result, num_labeled, num_unlabeled)
+    print(report(result, num_labeled, num_unlabeled) + f"\npicture: {os.path.join(output, 'forecast.png')}")
     return out
 
 
