@@ -16,6 +16,7 @@ from softteacher.annotation import saved_labeler_state
 from softteacher.config_checks import validate_softteacher_config
 from softteacher.modeling import PseudoLabeler, pseudo_labels
 from softteacher.modeling.adaptive_thresholds import (
+    LabelDistributionThresholds,
     ScoreMixtureThresholds,
     UncertaintyQuantileThreshold,
     fit_two_gaussians,
@@ -224,3 +225,38 @@ def test_regression_pseudo_boxes_skip_rotated_and_sheared_strong_views(tiny_semi
     assert [len(t) for t in inputs["reg_targets"]] == ([2, 0, 0] if skip else [2, 2, 2])
     # in the flipped view the regression target is the exact mirrored box
     assert inputs["reg_targets"][0].gt_boxes.tensor[0].tolist() == pytest.approx([34.0, 10.0, 54.0, 30.0])
+
+
+def label_distribution(fraction=1.0, window_images=4):
+    # labeled: 10 images, class 0 on 20 boxes, class 1 on 5: 2.0 and 0.5 boxes an image
+    dicts = [{"annotations": [{"category_id": 0}] * 2 + ([{"category_id": 1}] if i % 2 else [])} for i in range(10)]
+    return LabelDistributionThresholds.from_dataset_dicts(dicts, 2, fixed=0.9, fraction=fraction,
+                                                          window_images=window_images, value_range=(0.5, 0.965))
+
+
+def test_label_distribution_thresholds_pass_as_many_boxes_as_the_labeled_classes_expect():
+    scores = torch.tensor([0.99 - 0.01 * i for i in range(10)] + [0.97, 0.6, 0.55])
+    classes = torch.tensor([0] * 10 + [1] * 3)
+    t = label_distribution()
+    assert t.update(scores[:5], classes[:5], num_images=2).tolist() == pytest.approx([0.9, 0.9])  # 2 of 4: fixed
+    t = label_distribution()
+    # 4 images: class 0 expects 8 objects -> its 8th score 0.92; class 1 expects 2 -> 0.6
+    assert t.update(scores, classes, num_images=4).tolist() == pytest.approx([0.92, 0.6])
+    half = label_distribution(fraction=0.5)
+    # half the expected: class 0's 4th score 0.96; class 1's 1st, 0.97, clamped to 0.965
+    assert half.update(scores, classes, num_images=4).tolist() == pytest.approx([0.96, 0.965])
+
+
+def test_label_distribution_thresholds_follow_a_window_of_recent_images_and_resume():
+    t = label_distribution(window_images=4)
+    t.update(torch.tensor([0.99] * 8), torch.zeros(8, dtype=torch.long), num_images=4)
+    # a later step of 4 images replaces the first: only its scores count
+    later = t.update(torch.tensor([0.7] * 8 + [0.8, 0.8]), torch.tensor([0] * 8 + [1, 1]), num_images=4)
+    assert later.tolist() == pytest.approx([0.7, 0.8])
+    assert len(t.steps) == 1
+    restored = label_distribution(window_images=4)
+    restored.load_state_dict(t.state_dict())
+    assert restored.thresholds.tolist() == pytest.approx([0.7, 0.8]) and len(restored.steps) == 1
+    # a class with fewer detections than expected: all pass, down to the range's floor
+    few = label_distribution().update(torch.tensor([0.99, 0.97]), torch.tensor([0, 1]), num_images=4)
+    assert few.tolist() == pytest.approx([0.5, 0.5])

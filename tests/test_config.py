@@ -59,7 +59,8 @@ def test_unknown_key_in_a_file_is_refused_with_its_name(tmp_path):
 
 
 def test_unknown_key_on_the_command_line_is_refused_with_its_name():
-    with pytest.raises((KeyError, AssertionError), match="Non-existent key: SOLVER.BASE_LRR"):
+    with pytest.raises(KeyError, match=r"Non-existent config key: SOLVER.BASE_LRR \(in the command line\); did you "
+                       "mean SOLVER.BASE_LR"):
         load_config(config_path("Base-RCNN-FPN.yaml"), ["SOLVER.BASE_LRR", "0.1"])
 
 

@@ -75,6 +75,14 @@ def add_softteacher_config(cfg):
     cfg.SEMI.ADAPTIVE_SCORE_THRESH.WINDOW = 1000
     cfg.SEMI.ADAPTIVE_SCORE_THRESH.MIN_SCORES = 100
     cfg.SEMI.ADAPTIVE_SCORE_THRESH.RANGE = (0.5, 0.9)
+    # per-class RPN and classification thresholds from the labeled class distribution (LabelMatch,
+    # CVPR 2022): a class's threshold is its FRACTION x expected-th highest teacher score over the
+    # last WINDOW_IMAGES unlabeled images, expected = images x labeled boxes per image x class share
+    cfg.SEMI.LABEL_DISTRIBUTION_THRESH = CN()
+    cfg.SEMI.LABEL_DISTRIBUTION_THRESH.ENABLED = False
+    cfg.SEMI.LABEL_DISTRIBUTION_THRESH.FRACTION = 1.0
+    cfg.SEMI.LABEL_DISTRIBUTION_THRESH.WINDOW_IMAGES = 200
+    cfg.SEMI.LABEL_DISTRIBUTION_THRESH.RANGE = (0.5, 0.95)
     # box regression pseudo-boxes = those scoring above MIN_SCORE whose jitter uncertainty is under
     # the PASS_FRACTION quantile of the last WINDOW such boxes, instead of every pseudo-box under
     # REG_UNCERTAINTY_THRESH

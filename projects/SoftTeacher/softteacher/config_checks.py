@@ -43,6 +43,16 @@ def validate_softteacher_config(cfg):
         _check(value >= 1, f"SEMI.{key}", value, "a positive number of scores")
     _check(adaptive_score.MIN_SCORES <= adaptive_score.WINDOW, "SEMI.ADAPTIVE_SCORE_THRESH.MIN_SCORES",
            adaptive_score.MIN_SCORES, f"at most WINDOW ({adaptive_score.WINDOW})")
+    label_dist = semi.LABEL_DISTRIBUTION_THRESH
+    _check(not (label_dist.ENABLED and adaptive_score.ENABLED), "SEMI.LABEL_DISTRIBUTION_THRESH.ENABLED",
+           label_dist.ENABLED, "False with SEMI.ADAPTIVE_SCORE_THRESH.ENABLED (one per-class threshold rule)")
+    _check(label_dist.FRACTION > 0, "SEMI.LABEL_DISTRIBUTION_THRESH.FRACTION", label_dist.FRACTION,
+           "a positive fraction of the expected objects")
+    _check(label_dist.WINDOW_IMAGES >= 1, "SEMI.LABEL_DISTRIBUTION_THRESH.WINDOW_IMAGES", label_dist.WINDOW_IMAGES,
+           "a positive number of images")
+    ld_range = tuple(label_dist.RANGE)
+    _check(len(ld_range) == 2 and 0.0 <= ld_range[0] <= ld_range[1] <= 1.0, "SEMI.LABEL_DISTRIBUTION_THRESH.RANGE",
+           label_dist.RANGE, "(low, high) with 0 <= low <= high <= 1")
     _check(semi.UNSUP_WEIGHT >= 0, "SEMI.UNSUP_WEIGHT", semi.UNSUP_WEIGHT, "a non-negative alpha")
     _check(semi.UNSUP_CLS_FOCAL_GAMMA >= 0, "SEMI.UNSUP_CLS_FOCAL_GAMMA", semi.UNSUP_CLS_FOCAL_GAMMA,
            "a non-negative focusing gamma")

@@ -6,12 +6,14 @@
   refitted whenever a tenth of the window is new), and the threshold is the mean of the
   high-score component, the policy of Consistent-Teacher (Wang et al., CVPR 2023), clamped to a
   range. A class with too few scores yet keeps the fixed threshold.
+- :class:`LabelDistributionThresholds`: per-class score thresholds that make the pseudo-boxes of
+  each class as many as the labeled class distribution expects (LabelMatch, CVPR 2022).
 - :class:`UncertaintyQuantileThreshold`: box jitter's uncertainty threshold set to a quantile of
   the recent pseudo-boxes' jitter uncertainties, so that the least uncertain fraction of pseudo-boxes
   trains box regression whatever the image scale, teacher and stage (the published fixed value
   passes almost no box on small images).
 
-Both update from every rank's pseudo-labels of the step (gathered), so all ranks agree, and both
+All update from every rank's pseudo-labels of the step (gathered), so all ranks agree, and all
 save their windows in checkpoints.
 """
 
@@ -101,9 +103,9 @@ class ScoreMixtureThresholds:
         self.thresholds = torch.full((num_classes,), self.fixed)
         self.fitted_at = torch.full((num_classes,), -window)  # window count at each class's last fit
 
-    def update(self, scores, classes):
+    def update(self, scores, classes, num_images=None):
         """Add a step's teacher scores (all ranks') and refit the classes whose window has changed
-        by a tenth since their last fit; returns the (C,) thresholds."""
+        by a tenth since their last fit; returns the (C,) thresholds. (``num_images``: unused.)"""
         scores = gather_across_ranks(scores.detach().float().cpu())
         classes = gather_across_ranks(classes.detach().cpu())
         self.window.add(scores, classes)
@@ -151,3 +153,63 @@ class UncertaintyQuantileThreshold:
     def load_state_dict(self, state):
         self.window.load_state_dict(state["window"])
         self.threshold = float(state["threshold"])
+
+
+class LabelDistributionThresholds:
+    """Per-class score thresholds from the labeled set's class distribution (LabelMatch, Chen et
+    al., CVPR 2022): over the teacher's detections on the last ``window_images`` unlabeled images,
+    a class is expected to have images x (labeled boxes per image) x (its share of the labeled
+    boxes) objects; its threshold is its ``fraction`` x expected-th highest score, clamped to
+    ``value_range`` (``fixed`` until ``window_images`` images are seen). A frequent class gets a
+    low threshold, a rare one a high one, so pseudo-boxes follow the labeled class ratio."""
+
+    def __init__(self, class_counts, num_images, fixed, fraction, window_images, value_range):
+        counts = torch.as_tensor(class_counts, dtype=torch.float64)
+        self.boxes_per_class_image = counts / max(num_images, 1)  # (C,) labeled boxes per image
+        self.fixed = float(fixed)
+        self.fraction = float(fraction)
+        self.window_images = int(window_images)
+        self.value_range = tuple(float(v) for v in value_range)
+        self.thresholds = torch.full((len(counts),), self.fixed)
+        self.steps = []  # (scores, classes, images) of the recent steps, images <= window_images in all
+
+    @classmethod
+    def from_dataset_dicts(cls, dataset_dicts, num_classes, **kwargs):
+        counts = torch.zeros(num_classes)
+        for record in dataset_dicts:
+            for annotation in record.get("annotations", []):
+                counts[annotation["category_id"]] += 1
+        return cls(counts, len(dataset_dicts), **kwargs)
+
+    def expected_objects(self, num_images):
+        """(C,) objects of each class expected on ``num_images`` images like the labeled ones."""
+        return self.boxes_per_class_image * num_images
+
+    def update(self, scores, classes, num_images):
+        """Add a step's teacher scores and classes on ``num_images`` images (all ranks') and set
+        every class's threshold from the window; returns the (C,) thresholds."""
+        scores = gather_across_ranks(scores.detach().float().cpu())
+        classes = gather_across_ranks(classes.detach().cpu())
+        images = int(gather_across_ranks(torch.tensor([num_images])).sum())
+        self.steps.append((scores, classes, images))
+        while sum(s[2] for s in self.steps) - self.steps[0][2] >= self.window_images:
+            self.steps.pop(0)
+        seen = sum(s[2] for s in self.steps)
+        if seen < self.window_images:
+            return self.thresholds
+        all_scores = torch.cat([s[0] for s in self.steps])
+        all_classes = torch.cat([s[1] for s in self.steps])
+        ranks = (self.fraction * self.expected_objects(seen)).ceil().long().clamp(min=1)
+        for c in range(len(self.thresholds)):
+            ordered = all_scores[all_classes == c].sort(descending=True).values
+            # fewer detections than the rank: every one of them passes down to the range's floor
+            value = ordered[ranks[c] - 1] if len(ordered) >= ranks[c] else self.value_range[0]
+            self.thresholds[c] = float(min(max(value, self.value_range[0]), self.value_range[1]))
+        return self.thresholds
+
+    def state_dict(self):
+        return {"thresholds": self.thresholds.clone(), "steps": list(self.steps)}
+
+    def load_state_dict(self, state):
+        self.thresholds.copy_(state["thresholds"])
+        self.steps = list(state["steps"])

@@ -17,7 +17,7 @@ from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
-from .adaptive_thresholds import ScoreMixtureThresholds, UncertaintyQuantileThreshold
+from .adaptive_thresholds import LabelDistributionThresholds, ScoreMixtureThresholds, UncertaintyQuantileThreshold
 from .rpn import IGNORE
 
 BRANCHES = ("rpn", "cls", "reg")
@@ -47,6 +47,19 @@ def with_ignored(targets, ignored_boxes):
     return Instances.cat([targets, ignored])
 
 
+def label_distribution_thresholds(cfg):
+    """SEMI.LABEL_DISTRIBUTION_THRESH's thresholds, from the labeled datasets' boxes, or None."""
+    from detectron2.data import DatasetCatalog
+
+    node = cfg.SEMI.LABEL_DISTRIBUTION_THRESH
+    if not node.ENABLED:
+        return None
+    dicts = [d for name in cfg.DATASETS.TRAIN_LABELED for d in DatasetCatalog.get(name)]
+    return LabelDistributionThresholds.from_dataset_dicts(
+        dicts, cfg.MODEL.ROI_HEADS.NUM_CLASSES, fixed=cfg.SEMI.CLS_PSEUDO_THRESH, fraction=node.FRACTION,
+        window_images=node.WINDOW_IMAGES, value_range=node.RANGE)
+
+
 class PseudoLabelThresholds:
     """Marks each teacher detection with a boolean ``keep_{branch}`` per loss branch."""
 
@@ -70,8 +83,9 @@ class PseudoLabelThresholds:
             score_thresh: detections above it are pseudo-boxes at all.
             rpn_thresh, cls_thresh: ... and above these for the RPN and classification branches.
             reg_uncertainty_thresh: jitter uncertainty under which a pseudo-box trains regression.
-            adaptive_scores: a :class:`ScoreMixtureThresholds` whose per-class thresholds replace
-                ``rpn_thresh`` and ``cls_thresh`` (None: the fixed ones).
+            adaptive_scores: a :class:`ScoreMixtureThresholds` or :class:`LabelDistributionThresholds`
+                whose per-class thresholds replace ``rpn_thresh`` and ``cls_thresh`` (None: the
+                fixed ones).
             adaptive_uncertainty: a :class:`UncertaintyQuantileThreshold` replacing
                 ``reg_uncertainty_thresh`` (None: the fixed one).
             reg_min_score: regression pseudo-boxes must also score above this (with the adaptive
@@ -105,7 +119,7 @@ class PseudoLabelThresholds:
             "adaptive_scores": ScoreMixtureThresholds(
                 cfg.MODEL.ROI_HEADS.NUM_CLASSES, semi.CLS_PSEUDO_THRESH, adaptive_score.WINDOW,
                 adaptive_score.MIN_SCORES, adaptive_score.RANGE,
-            ) if adaptive_score.ENABLED else None,
+            ) if adaptive_score.ENABLED else label_distribution_thresholds(cfg),
             "adaptive_uncertainty": UncertaintyQuantileThreshold(
                 adaptive_reg.PASS_FRACTION, adaptive_reg.WINDOW
             ) if adaptive_reg.ENABLED and semi.BOX_JITTER else None,

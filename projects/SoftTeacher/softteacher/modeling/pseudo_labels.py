@@ -151,7 +151,7 @@ class PseudoLabeler:
         self.last_teacher_scores = cat([d.scores for d in detections])
         if adapt and self.thresholds.adaptive_scores is not None:  # fitted to every detection
             self.thresholds.adaptive_scores.update(
-                cat([d.scores for d in detections]), cat([d.pred_classes for d in detections])
+                cat([d.scores for d in detections]), cat([d.pred_classes for d in detections]), len(detections)
             )
         lowest = self.thresholds.lowest_score
         detections = [d[i] for d, i in zip(detections, where_per_group([d.scores > lowest for d in detections]))]
