@@ -92,6 +92,13 @@ ARMS = {
     "soft_teacher_mixpl": ("soft_teacher with MixPL's mixed pseudo-labels (a mosaic and mixups of cached views)",
                            SEMI_CONFIG, PSEUDO_MIXING),
     f"{PLUS}_mixpl": (f"{PLUS} with MixPL's mixed pseudo-labels", MIXED_CONFIG, []),
+    f"{PLUS}_mixpl_loss_matched": (f"{PLUS}_mixpl with alpha halved: its unlabeled loss weights (alpha x (1 + 0.5 "
+                                   "+ 0.5)) sum to plus's alpha", MIXED_CONFIG, ["SEMI.UNSUP_WEIGHT", "1.0"]),
+    f"{PLUS}_mosaic": (f"{PLUS} with MixPL's mosaic only", PLUS_CONFIG, ["SEMI.PSEUDO_MIXING.MOSAIC", "True"]),
+    f"{PLUS}_mixup": (f"{PLUS} with MixPL's mixup only", PLUS_CONFIG, ["SEMI.PSEUDO_MIXING.MIXUP", "True"]),
+    f"{PLUS}_mixpl_label_distribution": (
+        f"{PLUS}_mixpl with per-class thresholds from the labeled class distribution (LabelMatch)", MIXED_CONFIG,
+        ["SEMI.LABEL_DISTRIBUTION_THRESH.ENABLED", "True"]),
     "soft_teacher_alpha_0": ("soft_teacher with alpha 0: supervised training with an EMA teacher", SEMI_CONFIG,
                              ["SEMI.UNSUP_WEIGHT", "0.0"]),
     "adaptive_box_jitter": ("soft_teacher with adaptive box jitter: the less uncertain half of the confident "
