@@ -97,11 +97,13 @@ def test_rewriting_keeps_the_runs_and_regimes_recorded_in_the_result_file(tmp_pa
     assert shapes["regimes"]["scratch_10pct"]["supervised_ratio"] == pytest.approx(41 / 60, abs=1e-4)
 
 
-def regime_run(ap, rescored_ap=None):
+def regime_run(ap, rescored_ap=None, test_ap=None):
     metrics = {"AP": ap, "AP50": ap + 20, "AP75": ap - 5}
     run = {"curves": {"teacher": [[3200, metrics]]}, "final": {"teacher": metrics, "student": metrics}}
     if rescored_ap is not None:  # the final model evaluated at score threshold 1e-3
         run["rescored"] = {"0.001": {"AP": rescored_ap, "AP50": rescored_ap + 21, "AP75": rescored_ap - 4}}
+    if test_ap is not None:  # the final model evaluated on the test split
+        run["test"] = {"AP": test_ap, "AP50": test_ap + 20, "AP75": test_ap - 5}
     return run
 
 
@@ -142,6 +144,7 @@ def test_the_regime_is_the_fraction_nearest_two_thirds_of_the_fully_labeled_twin
               "plus_no_box_jitter": 0.75, "soft_teacher_score_0.7": 0.525}
     with open(results / "quality.json") as f:
         recorded = json.load(f)["datasets"]["shapes"]["regimes"]["pretrained_5pct"]
+    assert recorded.pop("test") == {"teacher_ap": {}, "ceiling_iters": 3200}  # no run evaluated on test
     for figures in (shapes["figures"], recorded):
         assert figures.pop("gap_closed_by_arm") == pytest.approx(by_arm, abs=1e-4)
         assert figures == pytest.approx(expected, abs=1e-4)
@@ -300,3 +303,39 @@ def test_every_benchmark_arm_passes_the_checks_a_run_makes_at_start():
     out = subprocess.run([sys.executable, "-c", code], cwd=os.path.join(REPO, "bench"), check=True,
                          capture_output=True, text=True).stdout
     assert int(out.strip().splitlines()[-1]) >= 27
+
+
+def test_the_ceiling_is_the_schedule_val_chooses_and_the_test_figures_use_it(tmp_path):
+    # fully labeled twin: 1x 60 (test 58), 2x 66/64 (test 63/65), 4x 65 (test 66): val chooses 2x (65),
+    # not 4x, whose test AP is higher; twins 1 % 30, 5 % 44 (test 40) -> 44 / 65 = 0.677 nearest 2/3
+    # (against the 1x ceiling 10 % would be: 50 / 60); soft_teacher 56 (test 52) closes
+    # (52 - 40) / (64 - 40) = 0.5 of the gap on test; plus_no_box_jitter_mixpl 58 (test 58): 0.75
+    curve = {"supervised_1pct": {"seeds": {"1": regime_run(30)}},
+             "supervised_5pct": {"seeds": {"1": regime_run(44, test_ap=40)}},
+             "supervised_10pct": {"seeds": {"1": regime_run(50)}},
+             "supervised_100pct": {"seeds": {"1": regime_run(60, test_ap=58)}}}
+    two = {"1": regime_run(66, test_ap=63), "2": regime_run(64, test_ap=65)}
+    ceiling = {"runs": {"supervised_100pct_2x": {"seeds": two},
+                        "supervised_100pct_4x": {"seeds": {"1": regime_run(65, test_ap=66)}}}}
+    arms = {arm: {"run": f"{arm}_5pct", "seeds": {"1": regime_run(ap, test_ap=test)}}
+            for arm, ap, test in (("soft_teacher", 56, 52), ("plus_no_box_jitter_mixpl", 58, 58))}
+    results = tmp_path / "results"
+    results.mkdir()
+    with open(results / "regimes.json", "w") as f:
+        json.dump({"datasets": {"shapes": {"curve": curve, "ceiling": ceiling, "arms": arms}}}, f)
+    subprocess.run([sys.executable, os.path.join(REPO, "bench", "regimes.py"), "--report-only", "--dataset", "shapes",
+                    "--results", str(results), "--work-dir", str(tmp_path / "work")], check=True, capture_output=True)
+    with open(results / "regimes.json") as f:
+        shapes = json.load(f)["datasets"]["shapes"]
+    top = shapes["ceiling"]
+    assert top["chosen"] == "2" and top["run"] == "supervised_100pct_2x" and top["iterations"] == 6400
+    assert {k: (b["val_ap"], b["test_ap"]) for k, b in top["schedules"].items()} == {
+        "1": (60, 58), "2": (65, 64), "4": (65, 66)}
+    assert shapes["choice"]["percent"] == 5 and shapes["choice"]["supervised_ratio"] == pytest.approx(44 / 65, abs=1e-4)
+    with open(results / "quality.json") as f:
+        test = json.load(f)["datasets"]["shapes"]["regimes"]["pretrained_5pct"]["test"]
+    assert test["ceiling_iters"] == 6400
+    assert test["supervised_ratio"] == pytest.approx(40 / 64, abs=1e-4)
+    assert test["gap_closed"] == pytest.approx(0.5, abs=1e-4)
+    assert test["gap_closed_recommended"] == pytest.approx(0.75, abs=1e-4)
+    assert "| 2x (chosen) | 6400 | 65.0 | 64.0 | 2 |" in (results / "regimes.md").read_text()
