@@ -39,6 +39,13 @@ def teacher_ap(block):
     return statistics.fmean(run["final"]["teacher"]["AP"] for run in block["seeds"].values())
 
 
+def ceiling_ap(d):
+    """The fully labeled twin's val AP at the schedule val chose (bench/regimes.py's ceiling), else
+    at the config's schedule."""
+    top = d.get("ceiling")
+    return top["schedules"][top["chosen"]]["val_ap"] if top else teacher_ap(d["curve"]["supervised_100pct"])
+
+
 def points(results):
     with open(os.path.join(results, "regimes.json")) as f:
         regimes = json.load(f)["datasets"]
@@ -47,7 +54,7 @@ def points(results):
     out = []
     for dataset, d in regimes.items():
         p = d["choice"]["percent"]
-        twin, full = teacher_ap(d["curve"][f"supervised_{p:g}pct"]), teacher_ap(d["curve"]["supervised_100pct"])
+        twin, full = teacher_ap(d["curve"][f"supervised_{p:g}pct"]), ceiling_ap(d)
         gains = {r: teacher_ap(d["arms"][arm]) - twin for r, arm in RECIPES.items() if arm in d["arms"]}
         out.append(point(dataset, "pretrained", p, twin, full, gains))
     for dataset, d in quality.items():
@@ -92,7 +99,7 @@ def ceiling_loo(results):
     rows = []
     for dataset, d in regimes.items():
         curve = {b["percent"]: b for b in d["curve"].values()}
-        full = teacher_ap(curve[100])
+        full = ceiling_ap(d)
         for top in sorted(p for p in curve if p != 100):
             parts = [p for p in curve if p <= top]
             if len(parts) < 3:
@@ -115,6 +122,37 @@ def ceiling_loo(results):
     return rows
 
 
+def tool_rows(paths, pts, results):
+    """The tool's forecasts (forecast.json of runs on a generated dataset's regime split) against
+    what was measured there: its ceiling against the fully labeled twin, and its gain forecast
+    with the share measured on the other dataset against the gain measured here."""
+    with open(os.path.join(results, "regimes.json")) as f:
+        regimes = json.load(f)["datasets"]
+    rows = []
+    for path in paths:
+        with open(path) as f:
+            fc = json.load(f)
+        dataset = next(d for d in regimes if f"fc_{d}" in json.dumps(fc["config"]) or f"/{d}_" in fc["config"])
+        row = {"dataset": dataset, "forecast_json": os.path.relpath(path, REPO), "labeled": fc["labeled"],
+               "iterations_per_run": fc["iterations_per_run"], "runs": len(fc["runs"])}
+        if "no_forecast" in fc:
+            rows.append({**row, "no_forecast": fc["no_forecast"]})
+            continue
+        full = ceiling_ap(regimes[dataset])
+        row.update(measured_full=round(full, 2), forecast_full=round(fc["all_labeled"], 2),
+                   ceiling_error=round(fc["all_labeled"] - full, 2),
+                   ceiling_within_target=abs(fc["all_labeled"] - full) <= CEILING_TOLERANCE, gains={})
+        here = next(p for p in pts if p["dataset"] == dataset and p["start"] == "pretrained")
+        for recipe, measured in here["gain"].items():
+            shares = [q["gap_closed"][recipe] for q in pts if q["dataset"] != dataset and q["start"] == "pretrained"]
+            forecast = statistics.fmean(shares) * fc["gap"]
+            row["gains"][recipe] = {"measured": round(measured, 2), "forecast": round(forecast, 2),
+                                    "error": round(forecast - measured, 2),
+                                    "within_target": within(forecast - measured, measured)}
+        rows.append(row)
+    return rows
+
+
 def loo_summary(rows):
     """Per recipe and start, the largest absolute error of the gain forecast."""
     out = {}
@@ -128,9 +166,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", default=os.path.join(REPO, "bench", "results"))
     parser.add_argument("--calibration", default=CALIBRATION_FILE)
+    parser.add_argument("--tool-forecasts", nargs="*", default=[],
+                        help="forecast.json files of tools/forecast.py run on a dataset's regime split")
     args = parser.parse_args()
     pts = points(args.results)
     gains, ceilings = gain_loo(pts), ceiling_loo(args.results)
+    tool = tool_rows(args.tool_forecasts, pts, args.results)
     calibration = {
         "what": "share of the gap (fully labeled twin - partial twin, teacher AP) each recipe closed, per "
                 "dataset and start; written by bench/forecast_calibration.py from bench/results",
@@ -140,7 +181,7 @@ def main():
     }
     report = {"command": "python bench/forecast_calibration.py " + " ".join(sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d"), "points": pts, "gain_leave_one_out": gains,
-              "ceiling_leave_one_out": ceilings,
+              "ceiling_leave_one_out": ceilings, "tool_forecasts": tool,
               "targets": {"gain": "error within max(50 % of the measured gain, 1.5 AP)",
                           "ceiling": f"error within {CEILING_TOLERANCE:g} AP"},
               "met": {"gain": all(r["within_target"] for r in gains),
@@ -160,6 +201,14 @@ def main():
         else:
             print(f"{r['dataset']:6} ceiling from <= {r['percent']:g} %: measured {r['measured_full']:.1f} forecast "
                   f"{r['forecast_full']:.1f} error {r['error']:+.1f} {'ok' if r['within_target'] else 'MISSED'}")
+    for r in tool:
+        head = f"{r['dataset']:6} tools/forecast.py ({r['runs']} runs of {r['iterations_per_run']} iterations): "
+        if "no_forecast" in r:
+            print(head + r["no_forecast"])
+            continue
+        gains = ", ".join(f"{k} gain {g['forecast']:+.1f} against {g['measured']:+.1f}" for k, g in r["gains"].items())
+        print(head + f"ceiling {r['forecast_full']:.1f} against {r['measured_full']:.1f} "
+              f"({r['ceiling_error']:+.1f}); {gains}")
 
 
 if __name__ == "__main__":
