@@ -127,21 +127,41 @@ def test_with_imagenet_weights_it_starts_from_the_coco_family(glyphs_like, tmp_p
     assert cfg.INPUT.MIN_SIZE_TRAIN == (64, 256) and cfg.SOLVER.IMS_PER_BATCH_UNLABELED == 8
 
 
+def upscaled_copy(root, out, factor):
+    """The tiny dataset at ``factor`` times its size: images resized, boxes and sizes scaled."""
+    import cv2
+
+    for split in ("train", "val"):
+        os.makedirs(out / split, exist_ok=True)
+        with open(os.path.join(root, "annotations", f"instances_{split}.json")) as f:
+            coco = json.load(f)
+        for im in coco["images"]:
+            image = cv2.imread(os.path.join(root, split, im["file_name"]))
+            cv2.imwrite(str(out / split / im["file_name"]), cv2.resize(image, None, fx=factor, fy=factor))
+            im["height"], im["width"] = im["height"] * factor, im["width"] * factor
+        for a in coco["annotations"]:
+            a["bbox"] = [v * factor for v in a["bbox"]]
+            a["area"] = a["area"] * factor * factor
+        with open(out / f"{split}.json", "w") as f:
+            json.dump(coco, f)
+    return out
+
+
 @pytest.mark.smoke
-def test_smoke_the_written_config_trains_on_a_dataset_without_edits(tiny_shapes, tmp_path):
-    """Smoke test: the config of the tiny set trains a few iterations and evaluates, as written."""
+def test_smoke_the_written_config_trains_on_data_of_another_size_without_edits(tiny_shapes, tmp_path):
+    """Smoke test: the tiny set at twice its size (320-448 px); the written config trains a few
+    iterations and evaluates, as written but for its length."""
     from detectron2.engine import default_argument_parser
 
     from softteacher.engine import launch
 
-    ann = os.path.join(tiny_shapes, "annotations")
-    out = tmp_path / "tiny.yaml"
-    init_config.main(["--name", "tiny_init", "--labeled-json", os.path.join(ann, "instances_train.json"),
-                      "--labeled-images", os.path.join(tiny_shapes, "train"),
-                      "--unlabeled-images", os.path.join(tiny_shapes, "train"),
-                      "--val-json", os.path.join(ann, "instances_val.json"),
-                      "--val-images", os.path.join(tiny_shapes, "val"), "--output", str(out),
-                      "--output-dir", str(tmp_path / "run")])
+    data = upscaled_copy(tiny_shapes, tmp_path / "big", 2)
+    out = tmp_path / "big.yaml"
+    choice = init_config.main(["--name", "tiny_big", "--labeled-json", str(data / "train.json"),
+                               "--labeled-images", str(data / "train"), "--unlabeled-images", str(data / "train"),
+                               "--val-json", str(data / "val.json"), "--val-images", str(data / "val"),
+                               "--output", str(out), "--output-dir", str(tmp_path / "run")])
+    assert choice["short_side"] == 320  # 160 px images, doubled
     args = default_argument_parser().parse_args(
         ["--config-file", str(out), "SOLVER.MAX_ITER", "3", "SEMI.BURN_IN_ITERS", "1", "TEST.EVAL_PERIOD", "3",
          "SOLVER.IMS_PER_BATCH_LABELED", "1", "SOLVER.IMS_PER_BATCH_UNLABELED", "4", "DATALOADER.NUM_WORKERS", "0"])
