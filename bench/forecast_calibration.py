@@ -134,7 +134,7 @@ def tool_rows(paths, pts, results):
             fc = json.load(f)
         dataset = next(d for d in regimes if f"fc_{d}" in json.dumps(fc["config"]) or f"/{d}_" in fc["config"])
         row = {"dataset": dataset, "forecast_json": os.path.relpath(path, REPO), "labeled": fc["labeled"],
-               "iterations_per_run": fc["iterations_per_run"], "runs": len(fc["runs"])}
+               "iterations": fc["iterations"], "minutes": fc["minutes"], "runs": len(fc["runs"])}
         if "no_forecast" in fc:
             rows.append({**row, "no_forecast": fc["no_forecast"]})
             continue
@@ -202,7 +202,7 @@ def main():
             print(f"{r['dataset']:6} ceiling from <= {r['percent']:g} %: measured {r['measured_full']:.1f} forecast "
                   f"{r['forecast_full']:.1f} error {r['error']:+.1f} {'ok' if r['within_target'] else 'MISSED'}")
     for r in tool:
-        head = f"{r['dataset']:6} tools/forecast.py ({r['runs']} runs of {r['iterations_per_run']} iterations): "
+        head = f"{r['dataset']:6} tools/forecast.py ({r['runs']} runs, {r['minutes']:g} min): "
         if "no_forecast" in r:
             print(head + r["no_forecast"])
             continue

@@ -117,16 +117,20 @@ def test_the_tool_trains_nested_parts_and_reports_the_forecast(tiny_shapes, tmp_
         with open(tmp_path / "fc" / "parts" / f"labeled_{p}pct.json") as f:
             parts[p] = {im["id"] for im in json.load(f)["images"]}
     assert parts[25] < parts[50] < parts[100] == set(images)  # nested
-    assert [a[1:] for a in asked] == [("1", "300")] * 3 + [("2", "300")] * 3
+    assert [a[1:] for a in asked] == [("1", "300")] * 3 + [("2", "300")] * 3  # --iters: every run, every seed
     assert out["labeled"] == len(images) and set(out["recipes"]) == {"published", "recommended"}
     assert (tmp_path / "fc" / "forecast.png").stat().st_size > 10_000
     with open(tmp_path / "fc" / "forecast.json") as f:
         assert json.load(f)["verdict"] == out["verdict"]
 
 
-def test_the_budget_plan_prefers_two_seeds_then_one_then_refuses():
-    # 0.5 s an iteration, 30 s start-up and evaluation a run (probe: 20 iterations in 40 s)
-    assert forecast_tool.plan(30 * 60, (0.5, 40.0), 4, 3200, [1, 2]) == (380, [1, 2])  # (1760/8 - 30) / 0.5
-    assert forecast_tool.plan(12 * 60, (0.5, 40.0), 4, 3200, [1, 2]) == (280, [1])
-    assert forecast_tool.plan(5 * 60, (0.5, 40.0), 4, 3200, [1, 2]) == (None, [])
-    assert forecast_tool.plan(600 * 60, (0.5, 40.0), 4, 3200, [1, 2]) == (3200, [1, 2])  # the config's own at most
+def test_the_budget_plan_gives_every_part_as_many_epochs_and_a_second_seed_only_to_spare():
+    # parts of 25, 50 and 100 images; 0.5 s an iteration, 30 s start-up and evaluation a run
+    # (probe: 20 iterations in 40 s)
+    sizes = {25: 25, 50: 50, 100: 100}
+    # 30 min: (1800 - 40 - 3 x 30) / 0.5 = 3340 iterations for 175 images: 19.09 an image
+    assert forecast_tool.plan(30 * 60, (0.5, 40.0), sizes, 3200, [1, 2]) == ({25: 477, 50: 954, 100: 1908}, [1])
+    # 5 min: (300 - 130) / 0.5 / 175 = 1.94 an image: the 25-image part gets 48 < 100 iterations
+    assert forecast_tool.plan(5 * 60, (0.5, 40.0), sizes, 3200, [1, 2]) == (None, [])
+    # 10 hours: every run reaches the config's 3,200 for 100 images even with two seeds
+    assert forecast_tool.plan(600 * 60, (0.5, 40.0), sizes, 3200, [1, 2]) == ({25: 800, 50: 1600, 100: 3200}, [1, 2])

@@ -27,7 +27,7 @@ from softteacher.forecast import NoForecast, curve_at, forecast, load_calibratio
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 PROBE_ITERS = 20  # a first short run times an iteration and the start-up and evaluation around it
-MIN_RUN_ITERS = 200  # fewer iterations per run and the budget is too small for a curve
+MIN_RUN_ITERS = 100  # the smallest part's run: fewer and the budget is too small for a curve
 PART_SEED = 0  # the nested parts: one fixed order of the labeled images, every part a prefix of it
 
 
@@ -91,15 +91,21 @@ def train_part(config_file, opts, log_path):
     return ap, (float(np.median(times)) if times else 0.0), wall
 
 
-def plan(budget_s, probe, num_parts, max_iters, seeds):
-    """(iterations per run, seeds) that fit the budget after the probe: two seeds when each run
-    still gets MIN_RUN_ITERS, at most the config's own schedule."""
+def plan(budget_s, probe, sizes, max_iters, seeds):
+    """Iterations of each part's run (as many epochs for every part, so a small part is not
+    trained for as long as a large one; the largest at most the config's MAX_ITER) and the seeds,
+    within the budget left after the probe: a second seed only when one seed's runs would all reach
+    MAX_ITER (training length matters more than seed noise here). None when the smallest part's run
+    would get under MIN_RUN_ITERS."""
     seconds_per_iter, probe_wall = probe
     overhead = max(0.0, probe_wall - PROBE_ITERS * seconds_per_iter)  # start-up and evaluation
+    largest = max(sizes.values())
     for n in range(len(seeds), 0, -1):
-        per_run = (budget_s - probe_wall) / (num_parts * n) - overhead
-        iters = int(min(max_iters, per_run / max(seconds_per_iter, 1e-6)))
-        if iters >= MIN_RUN_ITERS:
+        left = budget_s - probe_wall - n * len(sizes) * overhead
+        total = left / max(seconds_per_iter, 1e-6) / n  # iterations of one seed's runs
+        per_image = min(total / sum(sizes.values()), max_iters / largest)
+        iters = {p: int(per_image * size) for p, size in sizes.items()}
+        if min(iters.values()) >= MIN_RUN_ITERS and (n == 1 or per_image == max_iters / largest):
             return iters, seeds[:n]
     return None, []
 
@@ -177,22 +183,26 @@ def main(argv=None, train=train_part):
         opts = [*args.opts, *supervised_opts(cfg, path, iters, seed, out_dir)]
         return count, train(config_file, opts, out_dir + ".log")
 
+    start = time.perf_counter()
     if args.iters:
-        iters, seeds = args.iters, args.seeds
+        iters, seeds = {p: args.iters for p in parts}, args.seeds
     else:
         count, (ap, per_iter, wall) = run(max(parts), args.seeds[0], PROBE_ITERS)
-        iters, seeds = plan(args.budget * 60, (per_iter, wall), len(parts), cfg.SOLVER.MAX_ITER, args.seeds)
+        iters, seeds = plan(args.budget * 60, (per_iter, wall), {p: n for p, (_, n) in parts.items()},
+                            cfg.SOLVER.MAX_ITER, args.seeds)
         if iters is None:
-            raise SystemExit(f"--budget {args.budget:g} minutes gives each run under {MIN_RUN_ITERS} iterations "
-                             f"(an iteration takes {per_iter:.2f} s here, start-up and evaluation {wall:.0f} s a "
-                             "run): raise it, or give fewer --parts")
+            raise SystemExit(f"--budget {args.budget:g} minutes gives the smallest part's run under {MIN_RUN_ITERS} "
+                             f"iterations (an iteration takes {per_iter:.2f} s here, start-up and evaluation "
+                             f"{wall:.0f} s a run): raise it, or give fewer --parts")
     for seed in seeds:
         for p in sorted(parts):
-            count, (ap, _, _) = run(p, seed, iters)
+            count, (ap, _, _) = run(p, seed, iters[p])
             runs.append((count, seed, ap))
     counts, aps = [r[0] for r in runs], [r[2] for r in runs]
-    out = {"config": config_file, "labeled": num_labeled, "unlabeled": num_unlabeled, "iterations_per_run": iters,
-           "runs": [{"labeled": c, "seed": s, "AP": a} for c, s, a in runs]}
+    out = {"config": config_file, "labeled": num_labeled, "unlabeled": num_unlabeled,
+           "iterations": {f"{p:g}": n for p, n in iters.items()},
+           "minutes": round((time.perf_counter() - start) / 60, 1),
+           "budget_minutes": args.budget, "runs": [{"labeled": c, "seed": s, "AP": a} for c, s, a in runs]}
     try:
         result = forecast(counts, aps, num_labeled, num_unlabeled, bool(cfg.MODEL.WEIGHTS), load_calibration())
     except NoForecast as e:
