@@ -86,3 +86,22 @@ def test_batch_totals_must_split_evenly_over_processes(tiny_semi, labeled, unlab
 def test_per_gpu_sizes_divide_the_totals(tiny_semi):
     assert per_gpu_batch_sizes(semi_cfg(*tiny_semi, **{"SOLVER.IMS_PER_BATCH_LABELED": 8,
                                                        "SOLVER.IMS_PER_BATCH_UNLABELED": 32}), 8) == (1, 4)
+
+
+def test_the_labeled_stream_repeats_rare_class_images_with_detectron2s_repeat_factor_sampler():
+    from detectron2.config import get_cfg
+
+    from softteacher.data.loader import labeled_sampler
+
+    cfg = get_cfg()
+    cfg.DATALOADER.SAMPLER_TRAIN, cfg.DATALOADER.REPEAT_THRESHOLD = "RepeatFactorTrainingSampler", 0.5
+    # class 1 on one image of ten (frequency 0.1): repeat factor sqrt(0.5 / 0.1) = 2.236; class 0: 1
+    dicts = [{"annotations": [{"category_id": 1 if i == 0 else 0}]} for i in range(10)]
+    draws = list(itertools.islice(iter(labeled_sampler(cfg, dicts, seed=0)), 40000))
+    assert draws.count(0) / len(draws) == pytest.approx(2.236 / (9 + 2.236), abs=0.01)
+    cfg.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"
+    draws = list(itertools.islice(iter(labeled_sampler(cfg, dicts, seed=0)), 10000))
+    assert draws.count(0) / len(draws) == pytest.approx(0.1, abs=0.01)
+    cfg.DATALOADER.SAMPLER_TRAIN = "RandomSubsetTrainingSampler"
+    with pytest.raises(ValueError, match="DATALOADER.SAMPLER_TRAIN = 'RandomSubsetTrainingSampler'"):
+        labeled_sampler(cfg, dicts, seed=0)

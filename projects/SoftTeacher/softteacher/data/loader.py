@@ -8,7 +8,7 @@ size, so the ratio holds in every batch (the original code only met it on averag
 import logging
 
 from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
-from detectron2.data.samplers import TrainingSampler
+from detectron2.data.samplers import RepeatFactorTrainingSampler, TrainingSampler
 from detectron2.utils import comm
 
 from .mappers import LabeledDatasetMapper, WeakStrongDatasetMapper
@@ -42,6 +42,22 @@ def per_gpu_batch_sizes(cfg, world_size=None):
     return tuple(sizes)
 
 
+def labeled_sampler(cfg, dicts, seed):
+    """The labeled stream's sampler: detectron2's ``DATALOADER.SAMPLER_TRAIN``, where
+    "RepeatFactorTrainingSampler" repeats images of rare classes (``DATALOADER.REPEAT_THRESHOLD``),
+    as MixPL resamples the labeled images of tail classes. The unlabeled stream has no classes to
+    resample by: it always draws uniformly."""
+    name = cfg.DATALOADER.SAMPLER_TRAIN
+    if name == "TrainingSampler":
+        return TrainingSampler(len(dicts), seed=seed)
+    if name == "RepeatFactorTrainingSampler":
+        factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
+            dicts, cfg.DATALOADER.REPEAT_THRESHOLD)
+        return RepeatFactorTrainingSampler(factors, seed=seed)
+    raise ValueError(f"DATALOADER.SAMPLER_TRAIN = {name!r}: expected TrainingSampler or RepeatFactorTrainingSampler "
+                     "for the labeled images")
+
+
 def build_labeled_unlabeled_loader(cfg):
     """The semi-supervised train loader of ``cfg`` (DATASETS.TRAIN_LABELED / TRAIN_UNLABELED)."""
     labeled_size, unlabeled_size = per_gpu_batch_sizes(cfg)
@@ -53,17 +69,19 @@ def build_labeled_unlabeled_loader(cfg):
     # one seed shared by all ranks (each then takes its own shard); None: agreed at random
     seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
     loaders = []
-    for index, (dicts, mapper, total) in enumerate(
+    for index, (dicts, mapper, total, sampler) in enumerate(
         [
-            (labeled, LabeledDatasetMapper(cfg, is_train=True), cfg.SOLVER.IMS_PER_BATCH_LABELED),
-            (unlabeled, WeakStrongDatasetMapper(cfg, is_train=True), cfg.SOLVER.IMS_PER_BATCH_UNLABELED),
+            (labeled, LabeledDatasetMapper(cfg, is_train=True), cfg.SOLVER.IMS_PER_BATCH_LABELED,
+             labeled_sampler(cfg, labeled, seed)),
+            (unlabeled, WeakStrongDatasetMapper(cfg, is_train=True), cfg.SOLVER.IMS_PER_BATCH_UNLABELED,
+             TrainingSampler(len(unlabeled), seed=seed + 1)),
         ]
     ):
         loaders.append(
             build_detection_train_loader(
                 dicts,
                 mapper=mapper,
-                sampler=TrainingSampler(len(dicts), seed=seed + index),
+                sampler=sampler,
                 total_batch_size=total,
                 aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
                 num_workers=cfg.DATALOADER.NUM_WORKERS,
