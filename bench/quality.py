@@ -94,6 +94,8 @@ ARMS = {
     f"{PLUS}_mixpl": (f"{PLUS} with MixPL's mixed pseudo-labels", MIXED_CONFIG, []),
     f"{PLUS}_mixpl_loss_matched": (f"{PLUS}_mixpl with alpha halved: its unlabeled loss weights (alpha x (1 + 0.5 "
                                    "+ 0.5)) sum to plus's alpha", MIXED_CONFIG, ["SEMI.UNSUP_WEIGHT", "1.0"]),
+    f"{PLUS}_mixpl_erase": (f"{PLUS}_mixpl with MixPL's erasing of mixed views (1-5 patches, boxes 70 % erased "
+                            "dropped)", MIXED_CONFIG, ["SEMI.PSEUDO_MIXING.ERASE_PATCHES", "(1, 5)"]),
     f"{PLUS}_mosaic": (f"{PLUS} with MixPL's mosaic only", PLUS_CONFIG, ["SEMI.PSEUDO_MIXING.MOSAIC", "True"]),
     f"{PLUS}_mixup": (f"{PLUS} with MixPL's mixup only", PLUS_CONFIG, ["SEMI.PSEUDO_MIXING.MIXUP", "True"]),
     f"{PLUS}_mixpl_label_distribution": (

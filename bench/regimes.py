@@ -72,7 +72,8 @@ COMPARISONS = (("soft_teacher_hard_background", "soft_teacher", "lower"),
                ("soft_teacher_focal", "soft_teacher", "higher"), (f"{PLUS}_focal", PLUS, "higher"),
                (f"{PLUS}_strong_scales", PLUS, "higher"),
                (f"{PLUS}_mixpl_loss_matched", PLUS, "higher"), (f"{PLUS}_mosaic", PLUS, "higher"),
-               (f"{PLUS}_mixup", PLUS, "higher"), (f"{PLUS}_mixpl_label_distribution", f"{PLUS}_mixpl", "higher"))
+               (f"{PLUS}_mixup", PLUS, "higher"), (f"{PLUS}_mixpl_label_distribution", f"{PLUS}_mixpl", "higher"),
+               (f"{PLUS}_mixpl_erase", f"{PLUS}_mixpl", "higher"))
 RECOMMENDED = f"{PLUS}_mixpl"  # the recipe the family's recommended configs train
 KEEP_PREFIX = "backbone.bottom_up."
 TWIN_NAME = re.compile(r"^supervised_([0-9.]+)pct$")

@@ -162,3 +162,14 @@ def test_canvases_are_padded_and_blended_at_the_pixel_mean_not_black():
     mixed = mixup(tile, small, fill=mean)["image"]
     torch.testing.assert_close(mixed[:, 0, 0], torch.full((3,), 125.0))  # both: 0.5 * 200 + 0.5 * 50
     torch.testing.assert_close(mixed[:, 1, 0], 0.5 * 200.0 + 0.5 * mean)  # dst only: halved towards the mean
+
+
+def test_erasing_fills_patches_with_the_mean_and_drops_boxes_mostly_covered():
+    from softteacher.modeling.pseudo_mixing import erased
+
+    v = view(10, 10, 200.0, [[0, 0, 4, 4], [4, 4, 8, 8], [6, 6, 10, 10]], [0, 1, 2])
+    # (0, 0)-(5, 5) covers box 0 whole and one of box 1's 16 pixels; (6, 6)-(9, 10) covers 12 of box 2's 16
+    out = erased(v, [(0, 0, 5, 5), (6, 6, 9, 10)], fill=100.0, drop=0.7)
+    assert out["targets"]["cls"].gt_classes.tolist() == [1]  # 1.0 and 0.75 covered: dropped; 0.0625: kept
+    assert out["image"][0, 0, 0] == 100.0 and out["image"][0, 9, 8] == 100.0 and out["image"][0, 5, 5] == 200.0
+    assert erased(v, [(6, 6, 9, 10)], drop=0.8)["targets"]["cls"].gt_classes.tolist() == [0, 1, 2]  # 0.75 < 0.8

@@ -136,6 +136,11 @@ def add_softteacher_config(cfg):
     cfg.SEMI.PSEUDO_MIXING.MOSAIC_SCALE = (0.4, 0.6)
     cfg.SEMI.PSEUDO_MIXING.MOSAIC_WEIGHT = 0.5
     cfg.SEMI.PSEUDO_MIXING.MIXUP_WEIGHT = 0.5
+    # MixPL's erasing of mixed views: (min, max) squares of side up to ERASE_MAX_SIZE x the short
+    # side, filled with the pixel mean; pseudo-boxes covered more than ERASE_DROP are dropped
+    cfg.SEMI.PSEUDO_MIXING.ERASE_PATCHES = (0, 0)
+    cfg.SEMI.PSEUDO_MIXING.ERASE_MAX_SIZE = 0.2
+    cfg.SEMI.PSEUDO_MIXING.ERASE_DROP = 0.7
     # which models EvalHook evaluates during training; the first is used by --eval-only
     cfg.SEMI.EVAL_MODELS = ("teacher", "student")
     # every this many iterations, the teacher's pseudo-labels on VIS_IMAGES unlabeled images are

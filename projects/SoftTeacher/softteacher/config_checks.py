@@ -67,6 +67,13 @@ def validate_softteacher_config(cfg):
     scale = tuple(mixing.MOSAIC_SCALE)
     _check(len(scale) == 2 and 0.0 < scale[0] <= scale[1], "SEMI.PSEUDO_MIXING.MOSAIC_SCALE", mixing.MOSAIC_SCALE,
            "(low, high) with 0 < low <= high")
+    erase = tuple(mixing.ERASE_PATCHES)
+    _check(len(erase) == 2 and 0 <= erase[0] <= erase[1], "SEMI.PSEUDO_MIXING.ERASE_PATCHES", mixing.ERASE_PATCHES,
+           "(min, max) patches with 0 <= min <= max ((0, 0): no erasing)")
+    _check(0.0 < mixing.ERASE_MAX_SIZE <= 1.0, "SEMI.PSEUDO_MIXING.ERASE_MAX_SIZE", mixing.ERASE_MAX_SIZE,
+           "a fraction of the short side in (0, 1]")
+    _check(0.0 <= mixing.ERASE_DROP <= 1.0, "SEMI.PSEUDO_MIXING.ERASE_DROP", mixing.ERASE_DROP,
+           "a covered fraction in [0, 1]")
     for key in ("MOSAIC_WEIGHT", "MIXUP_WEIGHT"):
         _check(mixing[key] >= 0, f"SEMI.PSEUDO_MIXING.{key}", mixing[key], "a non-negative loss weight")
     if semi.CONSISTENCY_VOTING:

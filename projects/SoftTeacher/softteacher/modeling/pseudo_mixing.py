@@ -13,7 +13,8 @@ step the student also learns from
 
 As MixPL does, canvases are padded and blended where the model's normalised input is zero: the
 pixel mean (``fill``), not black, so an uncovered part of a mixup is halved towards the mean
-colour. The cache is not in checkpoints: after ``--resume`` mixing restarts once
+colour. MixPL also erases patches of the mixed images and drops the pseudo-boxes they mostly cover
+(``ERASE_PATCHES``, off by default). The cache is not in checkpoints: after ``--resume`` mixing restarts once
 ``CACHE_SIZE`` new views have been seen (two steps of the shipped configs).
 
 The teacher never saw these images, so their background samples get weight 1 (no soft teacher
@@ -24,10 +25,12 @@ on the mixups; here the published Soft Teacher loss stays, and each mixed pass a
 
 import random
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from detectron2.structures import Boxes, Instances
 
+from ..data.augmentations import RandomErase
 from ..structures import map_boxes
 
 
@@ -103,6 +106,29 @@ def mixup(dst, src, dst_offset=(0, 0), src_offset=(0, 0), fill=0.0):
     return {"image": canvas, "targets": concatenated([shifted(dst, dx, dy, size), shifted(src, sx, sy, size)])}
 
 
+def erased(view, rects, fill=0.0, drop=0.7):
+    """A view with the rectangles ``rects`` (x0, y0, x1, y1) filled with ``fill``; its boxes more
+    than ``drop`` covered by them are dropped (MixPL: a pseudo-box mostly erased teaches nothing)."""
+    image = view["image"].clone()
+    h, w = image.shape[1:]
+    mask = torch.zeros(h, w, dtype=image.dtype)
+    for x0, y0, x1, y1 in rects:
+        mask[y0:y1, x0:x1] = 1
+    keep_pixels = 1 - mask
+    image = image * keep_pixels + filled(image, (h, w), fill) * mask
+    # covered pixels of a box from the mask's integral image
+    integral = F.pad(mask.cumsum(0).cumsum(1), (1, 0, 1, 0))
+    targets = {}
+    for branch, t in view["targets"].items():
+        boxes = t.gt_boxes.tensor
+        x0, y0 = boxes[:, 0].floor().clamp(0, w).long(), boxes[:, 1].floor().clamp(0, h).long()
+        x1, y1 = boxes[:, 2].ceil().clamp(0, w).long(), boxes[:, 3].ceil().clamp(0, h).long()
+        covered = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+        area = ((x1 - x0) * (y1 - y0)).clamp(min=1)
+        targets[branch] = t[covered / area <= drop]
+    return {"image": image, "targets": targets}
+
+
 def hard_background(samples):
     """Weight 1 for every background sample: the teacher never saw a mixed image."""
     return torch.ones(sum(len(s) for s in samples), device=samples[0].proposal_boxes.device)
@@ -116,10 +142,14 @@ class PseudoLabelMixer:
     """Caches pseudo-labelled strong views and makes the mixed views of a step from them."""
 
     def __init__(self, *, mosaic=False, mixup=False, cache_size=8, mosaic_scale=(0.4, 0.6), mosaic_weight=0.5,
-                 mixup_weight=0.5, fill=0.0):
-        """``fill``: the pixel value of uncovered canvas (the model's pixel mean: zero once normalised)."""
+                 mixup_weight=0.5, fill=0.0, erase_patches=(0, 0), erase_max_size=0.2, erase_drop=0.7):
+        """``fill``: the pixel value of uncovered canvas (the model's pixel mean: zero once normalised).
+        ``erase_patches``: (min, max) squares of side up to ``erase_max_size`` x the short side
+        erased (to ``fill``) in each mixed view, boxes more than ``erase_drop`` erased dropped."""
         self.use_mosaic, self.use_mixup = mosaic, mixup
         self.fill = fill
+        self.eraser = RandomErase(tuple(erase_patches), erase_max_size) if max(erase_patches) > 0 else None
+        self.erase_drop = erase_drop
         self.cache_size = cache_size
         self.mosaic_scale = mosaic_scale
         self.weights = {"mosaic": mosaic_weight, "mixup": mixup_weight}
@@ -133,7 +163,9 @@ class PseudoLabelMixer:
             return None
         return cls(mosaic=mixing.MOSAIC, mixup=mixing.MIXUP, cache_size=mixing.CACHE_SIZE,
                    mosaic_scale=tuple(mixing.MOSAIC_SCALE), mosaic_weight=mixing.MOSAIC_WEIGHT,
-                   mixup_weight=mixing.MIXUP_WEIGHT, fill=tuple(cfg.MODEL.PIXEL_MEAN))
+                   mixup_weight=mixing.MIXUP_WEIGHT, fill=tuple(cfg.MODEL.PIXEL_MEAN),
+                   erase_patches=tuple(mixing.ERASE_PATCHES), erase_max_size=mixing.ERASE_MAX_SIZE,
+                   erase_drop=mixing.ERASE_DROP)
 
     def __call__(self, images, targets):
         """This step's mixed views, made from the cache before this step's views join it.
@@ -168,6 +200,9 @@ class PseudoLabelMixer:
         return mixup(dst, src, _random_offset(canvas, dst_size), _random_offset(canvas, src_size), self.fill)
 
     def _inputs(self, name, views):
+        if self.eraser is not None:
+            views = [erased(v, self.eraser.get_transform(np.empty((*v["image"].shape[1:], 1))).rects, self.fill,
+                            self.erase_drop) for v in views]
         targets = {f"{b}_targets": [v["targets"][b] for v in views] if b in views[0]["targets"] else None
                    for b in ("rpn", "cls", "reg")}
         return {"images": [{"image": v["image"]} for v in views], **targets, "weight": self.weights[name]}
