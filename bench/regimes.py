@@ -140,8 +140,12 @@ class Regime:
     def run(self, name, arm, percent, seed, schedule=1):
         """One run's result: recorded, finished under the work dir, or trained now (also when
         --retrain-for-test and it was recorded without a test figure and its model is gone)."""
-        recorded = self.recorded.get(name, {}).get(str(seed))
         out_dir = os.path.join(self.root, f"{name}_seed{seed}")
+        done = os.path.join(out_dir, "quality_run.json")
+        if os.path.exists(done):  # finished here: newer than what the result file holds
+            with open(done) as f:
+                self.recorded.setdefault(name, {})[str(seed)] = json.load(f)
+        recorded = self.recorded.get(name, {}).get(str(seed))
         if (recorded is not None and self.args.retrain_for_test and "test" not in recorded
                 and not os.path.exists(os.path.join(out_dir, "model_final.pth"))):
             del self.recorded[name][str(seed)]
@@ -152,7 +156,7 @@ class Regime:
             opts = ["MODEL.WEIGHTS", weights, *split_overrides(self.dataset, percent, semi),
                     *schedule_opts(self.dataset, arm, schedule), *self.args.opts]
             result = quality.run_arm(self.dataset, arm, seed, self.root, opts, run_name=name)
-            self.recorded.setdefault(name, {})[str(seed)] = {**result, "schedule": schedule}
+            self.recorded.setdefault(name, {})[str(seed)] = result
         self.test(name, seed)
         self.rescore(name, seed)
         return self.recorded[name][str(seed)]
@@ -376,8 +380,9 @@ def rescored_line(figures):
 def regime_arms(result):
     """The chosen regime's twin, the ceiling and the arms, for the gap figures and the table."""
     p = result["choice"]["percent"]
-    full = result["ceiling"]["run"]
-    twins = {twin(p): result["curve"].get(twin(p)), full: result["ceiling"]["runs"].get(full) or result["curve"][full]}
+    top = result.get("ceiling") or {}  # a block written before ceilings were measured has none
+    full = top.get("run", twin(100))
+    twins = {twin(p): result["curve"].get(twin(p)), full: top.get("runs", {}).get(full) or result["curve"].get(full)}
     return {**{name: b for name, b in twins.items() if b}, **result["arms"]}
 
 
@@ -473,7 +478,7 @@ def _write_results(args, runs_by_dataset):
                 lines.append(f"| {k}x{chosen} | {b['iterations']} | {b['val_ap']:.1f} | {test} | {len(b['seeds'])} |")
         if d["choice"]:
             lines += ["", f"Regime {d['choice']['regime']}:", ""] + table_lines(regime_arms(d), d["figures"])
-            if d["test"].get("teacher_ap"):
+            if d.get("test", {}).get("teacher_ap"):
                 lines += ["", "On the test split: " + test_line(d["test"])]
             if d.get("rescored"):
                 lines += ["", rescored_line(d["rescored"])]
