@@ -52,7 +52,7 @@ def test_every_labelled_box_holds_strokes_against_the_background():
 
 def test_generated_split_registers_through_the_custom_keys_of_its_configs(tmp_path):
     root = str(tmp_path / "glyphs")
-    for split, n in (("train", 10), ("val", 4)):
+    for split, n in (("train", 10), ("val", 4), ("test", 4)):
         shapes.generate_split(root, split, n, 3, 1, render=glyphs.render_image, class_names=glyphs.CLASSES,
                               supercategory="glyph", description="test glyphs")
     cfg = load_config(config_path("Glyphs", "supervised_R18_FPN_100pct.yaml"))
@@ -65,8 +65,11 @@ def test_generated_split_registers_through_the_custom_keys_of_its_configs(tmp_pa
         "DATASETS.CUSTOM.UNLABELED_IMAGES", "",
         "DATASETS.CUSTOM.VAL_JSON", os.path.join(ann, "instances_val.json"),
         "DATASETS.CUSTOM.VAL_IMAGES", os.path.join(root, "val"),
+        "DATASETS.CUSTOM.TEST_JSON", os.path.join(ann, "instances_test.json"),
+        "DATASETS.CUSTOM.TEST_IMAGES", os.path.join(root, "test"),
     ])
-    assert register_custom_from_config(cfg) == ["test_glyphs_labeled", "test_glyphs_val"]
+    assert register_custom_from_config(cfg) == ["test_glyphs_labeled", "test_glyphs_val", "test_glyphs_test"]
+    assert len(DatasetCatalog.get("test_glyphs_test")) == 4
     records = DatasetCatalog.get("test_glyphs_labeled")
     with open(os.path.join(ann, "instances_train.json")) as f:
         coco = json.load(f)

@@ -52,9 +52,17 @@ def test_eval_only_on_the_final_checkpoint_reproduces_the_end_of_training_evalua
 
 def test_eval_only_with_fresh_weights_gives_other_predictions(tiny_shapes, tmp_path):
     """The check above can fail: a model that did not load the checkpoint predicts otherwise."""
+    import torch
+    from detectron2.modeling import build_model
+
+    from softteacher import load_config
+
     train_dir, eval_dir = tmp_path / "train", tmp_path / "eval"
     run(["--config-file", CONFIG, *tiny_training_opts(train_dir, max_iter=3)])
-    run(["--config-file", CONFIG, "--eval-only", *tiny_training_opts(eval_dir), "SEED", "7"])
+    torch.manual_seed(7)  # weights of an untrained model (--eval-only refuses to run without any)
+    fresh = tmp_path / "fresh.pth"
+    torch.save({"model": build_model(load_config(CONFIG, ["MODEL.DEVICE", "cpu"])).state_dict()}, fresh)
+    run(["--config-file", CONFIG, "--eval-only", *tiny_training_opts(eval_dir), "MODEL.WEIGHTS", str(fresh)])
     assert predictions(eval_dir, "tiny_shapes_val") != predictions(train_dir, "tiny_shapes_val")
 
 
