@@ -77,7 +77,6 @@ COMPARISONS = (("soft_teacher_hard_background", "soft_teacher", "lower"),
 RECOMMENDED = f"{PLUS}_mixpl"  # the recipe the family's recommended configs train
 KEEP_PREFIX = "backbone.bottom_up."
 TWIN_NAME = re.compile(r"^supervised_([0-9.]+)pct$")
-CEILING_NAME = re.compile(r"^supervised_100pct(?:_([0-9.]+)x)?$")
 _SOURCE_LOCKS = {source: threading.Lock() for source in SOURCE}
 _WRITE_LOCK = threading.Lock()
 
@@ -222,8 +221,9 @@ def schedule_opts(dataset, arm, schedule):
 def runs_of(regimes):
     """{run name: {seed: run}} of a dataset's block in regimes.json."""
     runs = {name: dict(block["seeds"]) for name, block in regimes.get("curve", {}).items()}
-    for name, block in ((regimes.get("ceiling") or {}).get("runs") or {}).items():
-        runs[name] = dict(block["seeds"])
+    for key in ("ceiling", "twin_schedules"):
+        for name, block in ((regimes.get(key) or {}).get("runs") or {}).items():
+            runs[name] = dict(block["seeds"])
     for block in regimes.get("arms", {}).values():
         runs[block["run"]] = dict(block["seeds"])
     return runs
@@ -243,12 +243,14 @@ def choose(curve, percents, full):
             "target_ratio": round(COCO_SUPERVISED_RATIO, 4)}
 
 
-def ceiling(dataset, runs):
-    """The fully labeled twin at every schedule trained: its val and test teacher AP, and the
-    schedule val chooses (the highest val AP; the shortest among equals). None before a run."""
+def schedule_choice(dataset, runs, base, what):
+    """A run (``base``, e.g. the fully labeled twin) at every schedule trained (``base`` is 1x,
+    ``base_2x`` twice as long, ...): its val and test teacher AP, and the schedule val chooses
+    (the highest val AP; the shortest among equals). None before a run."""
+    pattern = re.compile(rf"^{re.escape(base)}(?:_([0-9.]+)x)?$")
     schedules = {}
     for name, seeds in runs.items():
-        m = CEILING_NAME.match(name)
+        m = pattern.match(name)
         if not m or not seeds:
             continue
         k = float(m.group(1) or 1)
@@ -260,10 +262,15 @@ def ceiling(dataset, runs):
     if not schedules:
         return None
     chosen = max(sorted(schedules, key=float), key=lambda k: schedules[k]["val_ap"])
-    stretched = {b["run"]: block(b["run"], f"supervised, 100 % labeled, pretrained start, {k}x schedule",
-                                 runs[b["run"]]) for k, b in schedules.items() if k != "1"}
+    stretched = {b["run"]: block(b["run"], f"{what}, {k}x schedule", runs[b["run"]])
+                 for k, b in schedules.items() if k != "1"}
     return {"schedules": dict(sorted(schedules.items(), key=lambda kv: float(kv[0]))), "chosen": chosen,
             "run": schedules[chosen]["run"], "iterations": schedules[chosen]["iterations"], "runs": stretched}
+
+
+def ceiling(dataset, runs):
+    """The fully labeled twin's schedules and the one val chooses: the ceiling."""
+    return schedule_choice(dataset, runs, twin(100), "supervised, 100 % labeled, pretrained start")
 
 
 def base_iters(dataset):
@@ -307,6 +314,7 @@ def dataset_result(dataset, runs, percents, args):
     if choice is None:
         return out
     p = choice["percent"]
+    out["twin_schedules"] = schedule_choice(dataset, runs, twin(p), f"supervised, {p:g} % labeled, pretrained start")
     for arm in quality.ARMS:
         name = f"{arm}_{p:g}pct"
         what = quality.ARMS[arm][0].replace("10 % labeled + 90 % unlabeled", f"{p:g} % labeled + the rest unlabeled")
@@ -361,6 +369,15 @@ def rescored_figures(arms, partial, full, thresh):
     return {"score_thresh": thresh, "teacher": means, **quality.gap_figures(as_arms, partial=partial, full=full)}
 
 
+def schedule_lines(title, block):
+    lines = ["", title, "", "| schedule | iterations | val AP | test AP | seeds |", "|---|---|---|---|---|"]
+    for k, b in block["schedules"].items():
+        test = "—" if b["test_ap"] is None else f"{b['test_ap']:.1f}"
+        chosen = " (chosen)" if k == block["chosen"] else ""
+        lines.append(f"| {k}x{chosen} | {b['iterations']} | {b['val_ap']:.1f} | {test} | {len(b['seeds'])} |")
+    return lines
+
+
 def test_line(figures):
     aps = ", ".join(f"{arm} {ap:.1f}" for arm, ap in figures["teacher_ap"].items())
     gaps = "; ".join(f"{k.replace('_', ' ')} {figures[k]:.3f}" for k in ("supervised_ratio", "gap_closed",
@@ -379,11 +396,20 @@ def rescored_line(figures):
 
 def regime_arms(result):
     """The chosen regime's twin, the ceiling and the arms, for the gap figures and the table."""
-    p = result["choice"]["percent"]
-    top = result.get("ceiling") or {}  # a block written before ceilings were measured has none
-    full = top.get("run", twin(100))
-    twins = {twin(p): result["curve"].get(twin(p)), full: top.get("runs", {}).get(full) or result["curve"].get(full)}
+    partial, full = regime_twins(result)
+    stretched = {}
+    for key in ("ceiling", "twin_schedules"):
+        stretched.update((result.get(key) or {}).get("runs") or {})
+    twins = {name: stretched.get(name) or result["curve"].get(name) for name in (partial, full)}
     return {**{name: b for name, b in twins.items() if b}, **result["arms"]}
+
+
+def regime_twins(result):
+    """(partial, full): the run names of the regime's twin and of the ceiling, each at the schedule
+    val chose (1x in a block written before schedules were measured)."""
+    p = result["choice"]["percent"]
+    partial = (result.get("twin_schedules") or {}).get("run", twin(p))
+    return partial, (result.get("ceiling") or {}).get("run", twin(100))
 
 
 def plot_curves(path, datasets):
@@ -452,16 +478,16 @@ def _write_results(args, runs_by_dataset):
         if d["choice"]:
             p = d["choice"]["percent"]
             d["choice"]["regime"] = f"pretrained_{p:g}pct"
-            arms, full = regime_arms(d), d["ceiling"]["run"]
-            d["figures"] = quality.gap_figures(arms, partial=twin(p), full=full)
-            d["test"] = test_figures(arms, partial=twin(p), full=full)
+            arms, (partial, full) = regime_arms(d), regime_twins(d)
+            d["figures"] = quality.gap_figures(arms, partial=partial, full=full)
+            d["test"] = test_figures(arms, partial=partial, full=full)
             d["test"]["ceiling_iters"] = d["ceiling"]["iterations"]
             if RECOMMENDED in d["test"].get("gap_closed_by_arm", {}):
                 d["test"]["gap_closed_recommended"] = d["test"]["gap_closed_by_arm"][RECOMMENDED]
             quality.plot_curves(os.path.join(args.results, f"regimes_training_{dataset}.png"),
                                 f"{dataset}, {d['choice']['regime']}", arms)
             update_quality_json(args.results, dataset, d["choice"]["regime"], {**d["figures"], "test": d["test"]})
-            d["rescored"] = rescored_figures(arms, twin(p), full, args.eval_score_thresh)
+            d["rescored"] = rescored_figures(arms, partial, full, args.eval_score_thresh)
             d["comparisons"] = comparisons(d["arms"])
         result["datasets"][dataset] = d
     result["datasets"] = {d: result["datasets"][d] for d in SOURCE if d in result["datasets"]}  # a stable order
@@ -470,14 +496,11 @@ def _write_results(args, runs_by_dataset):
         lines += [f"### {dataset}: pretrained start from {d['source']}", "", "Supervised twin by label fraction:", ""]
         lines += table_lines(d["curve"], {})
         if d.get("ceiling"):
-            lines += ["", "Fully labeled twin by schedule (the ceiling is the schedule with the best val AP):", "",
-                      "| schedule | iterations | val AP | test AP | seeds |", "|---|---|---|---|---|"]
-            for k, b in d["ceiling"]["schedules"].items():
-                test = "—" if b["test_ap"] is None else f"{b['test_ap']:.1f}"
-                chosen = " (chosen)" if k == d["ceiling"]["chosen"] else ""
-                lines.append(f"| {k}x{chosen} | {b['iterations']} | {b['val_ap']:.1f} | {test} | {len(b['seeds'])} |")
+            lines += schedule_lines("Fully labeled twin by schedule (the ceiling: the best val AP):", d["ceiling"])
         if d["choice"]:
             lines += ["", f"Regime {d['choice']['regime']}:", ""] + table_lines(regime_arms(d), d["figures"])
+            if d.get("twin_schedules"):
+                lines += schedule_lines("The regime's twin by schedule:", d["twin_schedules"])
             if d.get("test", {}).get("teacher_ap"):
                 lines += ["", "On the test split: " + test_line(d["test"])]
             if d.get("rescored"):
@@ -540,7 +563,7 @@ def main():
                         help="schedules (multiples of the config's iterations and steps) of the fully labeled "
                              "twin; val chooses the ceiling among them")
     parser.add_argument("--schedules", type=float, nargs="+", default=[1],
-                        help="schedules of the arms at the regime's percent")
+                        help="schedules of the arms and the twin at the regime's percent (val chooses each one's)")
     parser.add_argument("--retrain-for-test", action="store_true",
                         help="train again a recorded run that has no test figure and no final model left")
     parser.add_argument("--parallel", type=int, default=1, help="runs trained at once")
@@ -566,10 +589,12 @@ def main():
                  for d in args.dataset]
         train(regimes, args, runs, curve + ceilings)  # the twins first: the regime's choice reads them
         chosen = {d: dataset_result(d, runs[d], args.percents, args)["choice"] for d in args.dataset}
-        train(regimes, args, runs, [(d, schedule_name(f"{arm}_{chosen[d]['percent']:g}pct", k), arm,
-                                     chosen[d]["percent"], s, k)
-                                    for s in args.seeds for k in args.schedules for arm in args.arms
-                                    for d in args.dataset if chosen[d]])
+        stretched_twins = [(d, schedule_name(twin(chosen[d]["percent"]), k), "supervised_10pct", chosen[d]["percent"],
+                            s, k) for s in args.seeds for k in args.schedules if k != 1 for d in args.dataset
+                           if chosen[d]]
+        train(regimes, args, runs, stretched_twins + [
+            (d, schedule_name(f"{arm}_{chosen[d]['percent']:g}pct", k), arm, chosen[d]["percent"], s, k)
+            for s in args.seeds for k in args.schedules for arm in args.arms for d in args.dataset if chosen[d]])
     for d in args.dataset:  # runs finished before rescoring or the test split existed
         for name, seeds in runs[d].items():
             for seed in seeds:

@@ -339,3 +339,26 @@ def test_the_ceiling_is_the_schedule_val_chooses_and_the_test_figures_use_it(tmp
     assert test["gap_closed"] == pytest.approx(0.5, abs=1e-4)
     assert test["gap_closed_recommended"] == pytest.approx(0.75, abs=1e-4)
     assert "| 2x (chosen) | 6400 | 65.0 | 64.0 | 2 |" in (results / "regimes.md").read_text()
+
+
+def test_the_regime_twin_at_its_val_chosen_schedule_is_the_gap_figures_partial(tmp_path):
+    # ceiling 1x 60 (test 60); twin 5 %: 1x 40 (test 38), 2x 42 (test 41): val chooses 2x, so
+    # soft_teacher 51 (test 50) closes (51 - 42) / (60 - 42) = 0.5 on val, (50 - 41) / (60 - 41) on test
+    curve = {"supervised_1pct": {"seeds": {"1": regime_run(20)}},
+             "supervised_5pct": {"seeds": {"1": regime_run(40, test_ap=38)}},
+             "supervised_100pct": {"seeds": {"1": regime_run(60, test_ap=60)}}}
+    twin_schedules = {"runs": {"supervised_5pct_2x": {"seeds": {"1": regime_run(42, test_ap=41)}}}}
+    arms = {"soft_teacher": {"run": "soft_teacher_5pct", "seeds": {"1": regime_run(51, test_ap=50)}}}
+    results = tmp_path / "results"
+    results.mkdir()
+    with open(results / "regimes.json", "w") as f:
+        json.dump({"datasets": {"shapes": {"curve": curve, "twin_schedules": twin_schedules, "arms": arms}}}, f)
+    subprocess.run([sys.executable, os.path.join(REPO, "bench", "regimes.py"), "--report-only", "--dataset", "shapes",
+                    "--results", str(results), "--work-dir", str(tmp_path / "work"), "--percent", "5"],
+                   check=True, capture_output=True)
+    with open(results / "regimes.json") as f:
+        shapes = json.load(f)["datasets"]["shapes"]
+    assert shapes["twin_schedules"]["chosen"] == "2" and shapes["twin_schedules"]["iterations"] == 6400
+    assert shapes["figures"]["gap_closed"] == pytest.approx(0.5, abs=1e-4)
+    assert shapes["test"]["gap_closed"] == pytest.approx(9 / 19, abs=1e-4)
+    assert "supervised_5pct_2x" in shapes["twin_schedules"]["runs"]  # read back on the next run
