@@ -178,6 +178,10 @@ def main():
         "recipes": {r: arm for r, arm in RECIPES.items()}, "recommended": "recommended",
         "points": [{k: p[k] for k in ("dataset", "start", "percent", "gap", "gap_closed")} for p in pts],
         "leave_one_out": loo_summary(gains),
+        # the largest error of the AP-with-everything-labeled forecast: the curve fitted to recorded
+        # twins (leave one dataset out) and the tool's own runs
+        "ceiling_error": max([abs(r["error"]) for r in ceilings if "error" in r]
+                             + [abs(r["ceiling_error"]) for r in tool if "ceiling_error" in r], default=None),
     }
     report = {"command": "python bench/forecast_calibration.py " + " ".join(sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d"), "points": pts, "gain_leave_one_out": gains,

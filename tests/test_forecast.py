@@ -74,14 +74,19 @@ def test_the_gain_is_the_calibrated_share_of_the_gap_to_everything_labeled():
     assert gain_share(CALIBRATION, "published", True) == (pytest.approx(0.5), (0.4, 0.6))
     counts = [25, 50, 100, 200]
     out = forecast(counts, [curve_at(KNOWN, n) for n in counts], 200, 1800, True, CALIBRATION)
-    gap = curve_at(KNOWN, 2000) - curve_at(KNOWN, 200)  # 69.3 - 58.9
+    gap = curve_at(KNOWN, 2000) - curve_at(KNOWN, 200)  # 69.3 - 57.9
     assert out["gap"] == pytest.approx(gap, abs=0.3)
     assert out["recipes"]["recommended"]["gain"] == pytest.approx(0.75 * gap, abs=0.3)
     assert out["recipes"]["published"]["interval"] == pytest.approx((0.4 * out["gap"], 0.6 * out["gap"]))
     assert out["recipes"]["published"]["loo_error"] == 2.0
     assert out["labels_2x"] == pytest.approx(curve_at(KNOWN, 400), abs=0.3)
-    # 2x labels: +4.1 AP; the unlabeled images: 0.75 x 7.3 = +5.5 AP
+    # 2x labels: 64.5 - 57.9 = +6.6 AP; the unlabeled images: 0.75 x 11.4 = +8.6 AP
     assert out["verdict"] == "train semi-supervised"
+    assert "uncertain" not in out["reason"]  # the calibration has no ceiling error
+    doubtful = forecast(counts, [curve_at(KNOWN, n) for n in counts], 200, 1800, True,
+                        {**CALIBRATION, "ceiling_error": 12.0})
+    assert doubtful["reason"].endswith("uncertain: on the generated datasets the AP-with-everything-labeled forecast "
+                                       f"erred by up to 12.0 AP, more than the {out['gap']:+.1f} AP gap it gives here")
     with pytest.raises(NoForecast, match="no point for published from a scratch start"):
         gain_share({**CALIBRATION, "points": CALIBRATION["points"][:2]}, "published", False)
 

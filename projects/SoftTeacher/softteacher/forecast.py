@@ -92,6 +92,10 @@ def forecast(counts, aps, num_labeled, num_unlabeled, pretrained, calibration):
                                   "loo_error": calibration["leave_one_out"].get(recipe, {}).get(
                                       "pretrained" if pretrained else "scratch")}
     out["verdict"], out["reason"] = verdict(out["labels_2x"] - now, out["recipes"][calibration["recommended"]]["gain"])
+    out["all_labeled_error"] = calibration.get("ceiling_error")
+    if out["all_labeled_error"] is not None and out["all_labeled_error"] > abs(gap):
+        out["reason"] += (f"; uncertain: on the generated datasets the AP-with-everything-labeled forecast erred by up "
+                          f"to {out['all_labeled_error']:.1f} AP, more than the {gap:+.1f} AP gap it gives here")
     return out
 
 
