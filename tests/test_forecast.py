@@ -83,10 +83,19 @@ def test_the_gain_is_the_calibrated_share_of_the_gap_to_everything_labeled():
     # 2x labels: 64.5 - 57.9 = +6.6 AP; the unlabeled images: 0.75 x 11.4 = +8.6 AP
     assert out["verdict"] == "train semi-supervised"
     assert "uncertain" not in out["reason"]  # the calibration has no ceiling error
+    # errors measured at 5x, 10x (twice) and 50x: this forecast reaches 2000 / 200 = 10x
+    errors = [{"reach": 5, "error": 30.0}, {"reach": 10, "error": -12.0}, {"reach": 10, "error": 3.0},
+              {"reach": 50, "error": 40.0}]
     doubtful = forecast(counts, [curve_at(KNOWN, n) for n in counts], 200, 1800, True,
-                        {**CALIBRATION, "ceiling_error": 12.0})
-    assert doubtful["reason"].endswith("uncertain: on the generated datasets the AP-with-everything-labeled forecast "
-                                       f"erred by up to 12.0 AP, more than the {out['gap']:+.1f} AP gap it gives here")
+                        {**CALIBRATION, "ceiling_errors": errors})
+    assert doubtful["all_labeled_error"] == 12.0
+    assert doubtful["reason"].endswith("uncertain: on the generated datasets, extrapolating as far (10x the largest "
+                                       "part), the AP-with-everything-labeled forecast erred by up to 12.0 AP, more "
+                                       f"than the {out['gap']:+.1f} AP gap it gives here")
+    from softteacher.forecast import ceiling_error
+
+    assert [ceiling_error({"ceiling_errors": errors}, r) for r in (2, 7, 10, 20, 80)] == [30.0, 12.0, 12.0, 40.0, 40.0]
+    assert ceiling_error({}, 10) is None
     with pytest.raises(NoForecast, match="no point for published from a scratch start"):
         gain_share({**CALIBRATION, "points": CALIBRATION["points"][:2]}, "published", False)
 

@@ -92,11 +92,26 @@ def forecast(counts, aps, num_labeled, num_unlabeled, pretrained, calibration):
                                   "loo_error": calibration["leave_one_out"].get(recipe, {}).get(
                                       "pretrained" if pretrained else "scratch")}
     out["verdict"], out["reason"] = verdict(out["labels_2x"] - now, out["recipes"][calibration["recommended"]]["gain"])
-    out["all_labeled_error"] = calibration.get("ceiling_error")
+    reach = (num_labeled + num_unlabeled) / max(counts)
+    out["extrapolation"] = reach
+    out["all_labeled_error"] = ceiling_error(calibration, reach)
     if out["all_labeled_error"] is not None and out["all_labeled_error"] > abs(gap):
-        out["reason"] += (f"; uncertain: on the generated datasets the AP-with-everything-labeled forecast erred by up "
-                          f"to {out['all_labeled_error']:.1f} AP, more than the {gap:+.1f} AP gap it gives here")
+        out["reason"] += (f"; uncertain: on the generated datasets, extrapolating as far ({reach:.0f}x the largest "
+                          f"part), the AP-with-everything-labeled forecast erred by up to "
+                          f"{out['all_labeled_error']:.1f} AP, more than the {gap:+.1f} AP gap it gives here")
     return out
+
+
+def ceiling_error(calibration, reach):
+    """The largest error the AP-with-everything-labeled forecast made on the generated datasets
+    when extrapolating as far as ``reach`` (images / largest part) or the nearest farther; beyond
+    every calibrated reach, the largest of all. None without calibrated errors."""
+    rows = calibration.get("ceiling_errors") or []
+    if not rows:
+        return None
+    farther = [r["reach"] for r in rows if r["reach"] >= reach]
+    nearest = min(farther) if farther else None
+    return max(abs(r["error"]) for r in rows if nearest is None or r["reach"] == nearest)
 
 
 def verdict(label_gain, semi_gain, helps=HELPS):
