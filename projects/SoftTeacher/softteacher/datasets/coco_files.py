@@ -130,6 +130,13 @@ def load_image_folder(folder):
     return [{"file_name": f, "image_id": os.path.relpath(f, folder)} for f in files]
 
 
+def count_images(json_file, folder):
+    """The images of a COCO json, or with none given, the image files below ``folder``."""
+    if json_file:
+        return len(load_coco_dict(json_file, require_categories=False)["images"])
+    return len(load_image_folder(folder))
+
+
 def register_image_folder(name, folder):
     """Register a plain folder of images (e.g. COCO unlabeled2017) as an unlabeled dataset."""
     DatasetCatalog.register(name, lambda: load_image_folder(folder))

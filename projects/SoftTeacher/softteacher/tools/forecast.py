@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from softteacher import load_config
-from softteacher.datasets.coco_files import IMAGE_EXTENSIONS
+from softteacher.datasets.coco_files import count_images
 from softteacher.datasets.splits import load_coco_dict
 from softteacher.forecast import NoForecast, curve_at, forecast, load_calibration
 
@@ -47,13 +47,6 @@ def nested_parts(coco, percents, out_dir):
             json.dump(part, f)
         parts[p] = (path, len(keep))
     return parts
-
-
-def count_unlabeled(custom):
-    if custom.UNLABELED_JSON:
-        return len(load_coco_dict(custom.UNLABELED_JSON, require_categories=False)["images"])
-    return sum(1 for _, _, files in os.walk(custom.UNLABELED_IMAGES) for f in files
-               if f.lower().endswith(IMAGE_EXTENSIONS))
 
 
 def supervised_opts(cfg, part_json, iters, seed, out_dir):
@@ -172,7 +165,7 @@ def main(argv=None, train=train_part):
         raise SystemExit(f"{args.config_file}: the forecast reads DATASETS.CUSTOM (NAME, LABELED_JSON, VAL_JSON); "
                          "write such a config with tools/init_config.py")
     coco = load_coco_dict(custom.LABELED_JSON)
-    num_labeled, num_unlabeled = len(coco["images"]), count_unlabeled(custom)
+    num_labeled, num_unlabeled = len(coco["images"]), count_images(custom.UNLABELED_JSON, custom.UNLABELED_IMAGES)
     output = os.path.abspath(args.output)  # the runs start in the repository, wherever you are
     parts = nested_parts(coco, args.parts, os.path.join(output, "parts"))
     config_file = os.path.abspath(args.config_file)

@@ -21,7 +21,7 @@ import statistics
 
 from PIL import Image
 
-from ..datasets.coco_files import IMAGE_EXTENSIONS
+from ..datasets.coco_files import count_images, load_image_folder
 from ..datasets.splits import load_coco_dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
@@ -70,20 +70,12 @@ def anchor_sizes(sides, scale):
     return [smallest * 2**i for i in range(FPN_LEVELS)], (low, high)
 
 
-def count_unlabeled(args):
-    if args.unlabeled_json:
-        return len(load_coco_dict(args.unlabeled_json, require_categories=False)["images"])
-    return sum(1 for _, _, files in os.walk(args.unlabeled_images) for f in files
-               if f.lower().endswith(IMAGE_EXTENSIONS))
-
-
 def unlabeled_short_side(args, sample=50):
     """Median short side of the unlabeled images (a sample read from their headers), or None."""
     if args.unlabeled_json:
         images = load_coco_dict(args.unlabeled_json, require_categories=False)["images"]
         return short_side(images) if images and all("height" in im for im in images) else None
-    files = sorted(os.path.join(root, f) for root, _, names in os.walk(args.unlabeled_images) for f in names
-                   if f.lower().endswith(IMAGE_EXTENSIONS))
+    files = [d["file_name"] for d in load_image_folder(args.unlabeled_images)]
     sides = []
     for path in files[:: max(1, len(files) // sample)][:sample]:
         try:
@@ -100,7 +92,7 @@ def choose(args):
     if not labeled["images"] or not labeled.get("annotations"):
         raise SystemExit(f"{args.labeled_json}: no images or no annotations: a labeled json needs both")
     classes = [c["name"] for c in sorted(labeled["categories"], key=lambda c: c["id"])]
-    num_labeled, num_unlabeled = len(labeled["images"]), count_unlabeled(args)
+    num_labeled, num_unlabeled = len(labeled["images"]), count_images(args.unlabeled_json, args.unlabeled_images)
     if num_unlabeled == 0:
         raise SystemExit("no unlabeled images found: give --unlabeled-json or --unlabeled-images with images")
     native = short_side(labeled["images"])
