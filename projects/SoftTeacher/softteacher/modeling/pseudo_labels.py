@@ -146,9 +146,9 @@ class PseudoLabeler:
             and the teacher's box head on these views' features.
         """
         detections, head = self.teacher_detections(weak_inputs)
-        # every score of the last batch, before any threshold (kept on the device, read only when a
-        # drought of pseudo-boxes is reported)
-        self.last_teacher_scores = cat([d.scores for d in detections])
+        # every score of the last batch, before any threshold: per-image tensors kept on the device,
+        # joined and read only when a drought of pseudo-boxes is reported
+        self.last_teacher_scores = [d.scores for d in detections]
         if adapt and self.thresholds.adaptive_scores is not None:  # fitted to every detection
             self.thresholds.adaptive_scores.update(
                 cat([d.scores for d in detections]), cat([d.pred_classes for d in detections]), len(detections)
