@@ -280,14 +280,24 @@ def base_iters(dataset):
     return load_config(os.path.join(REPO, quality.config_file(dataset, "supervised_100pct"))).SOLVER.MAX_ITER
 
 
+def final_means(arms, metrics_of):
+    """{arm: {AP, AP50, AP75} mean over seeds} of the arms whose every seed has the metrics
+    ``metrics_of(run)`` gives (None where missing)."""
+    return {arm: {m: round(statistics.fmean(metrics_of(r)[m] for r in b["seeds"].values()), 2) for m in quality.METRICS}
+            for arm, b in arms.items() if all(metrics_of(r) is not None for r in b["seeds"].values())}
+
+
+def gap_figures_of(means, partial, full):
+    """quality.gap_figures from {arm: {AP, ...}} means."""
+    as_arms = {arm: {"mean": {"teacher": {"AP": {"mean": v["AP"]}}}} for arm, v in means.items()}
+    return quality.gap_figures(as_arms, partial=partial, full=full)
+
+
 def test_figures(arms, partial, full):
     """gap_figures on the test split (teacher AP of each run's final model, mean over seeds), from
     the arms whose every seed was evaluated there."""
-    means = {arm: statistics.fmean(r["test"]["AP"] for r in b["seeds"].values())
-             for arm, b in arms.items() if all("test" in r for r in b["seeds"].values())}
-    as_arms = {arm: {"mean": {"teacher": {"AP": {"mean": ap}}}} for arm, ap in means.items()}
-    figures = quality.gap_figures(as_arms, partial=partial, full=full)
-    return {**figures, "teacher_ap": {arm: round(v["mean"]["teacher"]["AP"]["mean"], 2) for arm, v in as_arms.items()}}
+    means = final_means(arms, lambda run: run.get("test"))
+    return {**gap_figures_of(means, partial, full), "teacher_ap": {arm: v["AP"] for arm, v in means.items()}}
 
 
 def block(name, what, runs):
@@ -360,13 +370,10 @@ def rescored_figures(arms, partial, full, thresh):
     if thresh <= 0:
         return None
     key = f"{thresh:g}"
-    means = {arm: {m: round(statistics.mean(run["rescored"][key][m] for run in block["seeds"].values()), 2)
-                   for m in quality.METRICS}
-             for arm, block in arms.items() if all(key in run.get("rescored", {}) for run in block["seeds"].values())}
+    means = final_means(arms, lambda run: run.get("rescored", {}).get(key))
     if not means:
         return None
-    as_arms = {arm: {"mean": {"teacher": {"AP": {"mean": v["AP"]}}}} for arm, v in means.items()}
-    return {"score_thresh": thresh, "teacher": means, **quality.gap_figures(as_arms, partial=partial, full=full)}
+    return {"score_thresh": thresh, "teacher": means, **gap_figures_of(means, partial, full)}
 
 
 def schedule_lines(title, block):
