@@ -143,8 +143,55 @@ def test_the_budget_plan_gives_every_part_as_many_epochs_and_a_second_seed_only_
     # (probe: 20 iterations in 40 s)
     sizes = {25: 25, 50: 50, 100: 100}
     # 30 min: (1800 - 40 - 3 x 30) / 0.5 = 3340 iterations for 175 images: 19.09 an image
-    assert forecast_tool.plan(30 * 60, (0.5, 40.0), sizes, 3200, [1, 2]) == ({25: 477, 50: 954, 100: 1908}, [1])
+    per_image, seeds = forecast_tool.plan(30 * 60, (0.5, 40.0), sizes, 3200, [1, 2])
+    assert per_image == pytest.approx(3340 / 175) and seeds == [1]
+    assert forecast_tool.iterations(per_image, sizes) == {25: 477, 50: 954, 100: 1908}
     # 5 min: (300 - 130) / 0.5 / 175 = 1.94 an image: the 25-image part gets 48 < 100 iterations
     assert forecast_tool.plan(5 * 60, (0.5, 40.0), sizes, 3200, [1, 2]) == (None, [])
     # 10 hours: every run reaches the config's 3,200 for 100 images even with two seeds
-    assert forecast_tool.plan(600 * 60, (0.5, 40.0), sizes, 3200, [1, 2]) == ({25: 800, 50: 1600, 100: 3200}, [1, 2])
+    assert forecast_tool.plan(600 * 60, (0.5, 40.0), sizes, 3200, [1, 2]) == (32.0, [1, 2])
+
+
+def test_runs_slower_than_the_probe_shorten_the_runs_left_to_keep_the_budget():
+    # 50 and 100 images left, 25 min of the budget left, 30 s start-up and evaluation a run
+    # at the probe's 0.5 s an iteration the plan's 19.09 an image fits: (1500 - 60) / 0.5 / 150 = 19.2
+    assert forecast_tool.replan(25 * 60, 0.5, 30.0, [50, 100], 3340 / 175) == pytest.approx(3340 / 175)
+    # the finished runs showed 0.6 s: (1500 - 60) / 0.6 / 150 = 16.0 an image
+    assert forecast_tool.replan(25 * 60, 0.6, 30.0, [50, 100], 3340 / 175) == pytest.approx(16.0)
+    # faster than planned: never longer than planned (the parts keep as many epochs)
+    assert forecast_tool.replan(25 * 60, 0.3, 30.0, [50, 100], 3340 / 175) == pytest.approx(3340 / 175)
+    # nothing left of the budget: the smallest run left still gets MIN_RUN_ITERS
+    assert forecast_tool.replan(0.0, 0.6, 30.0, [50, 100], 3340 / 175) == forecast_tool.MIN_RUN_ITERS / 50
+
+
+def test_the_tool_replans_from_the_speed_of_its_finished_runs(tiny_shapes, tmp_path, monkeypatch):
+    """A machine slower than the probe said: the runs after the first are shortened so that the
+    forecast keeps to --budget; each run's iterations are recorded."""
+    with open(os.path.join(tiny_shapes, "annotations", "instances_train.json")) as f:
+        coco = json.load(f)
+    coco["images"] = [{**coco["images"][i % len(coco["images"])], "id": i + 1} for i in range(100)]
+    coco["annotations"] = []
+    labeled = tmp_path / "labeled100.json"
+    labeled.write_text(json.dumps(coco))
+    config = tmp_path / "mine.yaml"
+    config.write_text(custom_cfg(custom_opts(tiny_shapes, "mine_slow") + ["DATASETS.CUSTOM.LABELED_JSON",
+                                                                          str(labeled)]).dump())
+    monkeypatch.setattr(forecast_tool, "load_calibration", lambda: CALIBRATION)
+    clock = [0.0]
+
+    def fake_train(config_file, opts, log_path):
+        iters = int(opts[opts.index("SOLVER.MAX_ITER") + 1])
+        with open(opts[opts.index("DATASETS.CUSTOM.LABELED_JSON") + 1]) as f:
+            n = len(json.load(f)["images"])
+        # the probe: 0.5 s an iteration, 30 s around it; the real runs take 0.6 s an iteration
+        wall = 30.0 + iters * (0.5 if iters == forecast_tool.PROBE_ITERS else 0.6)
+        clock[0] += wall
+        return curve_at(KNOWN, n), 0.5, wall
+
+    out = forecast_tool.main(["--config-file", str(config), "--output", str(tmp_path / "fc"), "--budget", "30",
+                              "--parts", "25", "50", "100", "--seeds", "1"], train=fake_train,
+                             clock=lambda: clock[0])
+    # plan: (1800 - 40 - 90) / 0.5 / 175 = 19.09 an image: 477 iterations for 25 images (and 316 s)
+    # then at 0.6 s: (1800 - 356 - 60) / 0.6 / 150 = 15.38 an image: 768 and 1537
+    assert [r["iterations"] for r in out["runs"]] == [477, 768, 1537]
+    assert clock[0] <= 30 * 60 + 1e-6  # within the budget; without the replan 40 + 3 x 30 + 3339 x 0.6 = 2133 s

@@ -85,22 +85,33 @@ def train_part(config_file, opts, log_path):
 
 
 def plan(budget_s, probe, sizes, max_iters, seeds):
-    """Iterations of each part's run (as many epochs for every part, so a small part is not
-    trained for as long as a large one; the largest at most the config's MAX_ITER) and the seeds,
+    """Iterations per labeled image of every run (as many epochs for every part, so a small part is
+    not trained for as long as a large one; the largest at most the config's MAX_ITER) and the seeds,
     within the budget left after the probe: a second seed only when one seed's runs would all reach
-    MAX_ITER (training length matters more than seed noise here). None when the smallest part's run
-    would get under MIN_RUN_ITERS."""
+    MAX_ITER (training length matters more than seed noise here). (None, []) when the smallest
+    part's run would get under MIN_RUN_ITERS."""
     seconds_per_iter, probe_wall = probe
     overhead = max(0.0, probe_wall - PROBE_ITERS * seconds_per_iter)  # start-up and evaluation
     largest = max(sizes.values())
     for n in range(len(seeds), 0, -1):
         left = budget_s - probe_wall - n * len(sizes) * overhead
-        total = left / max(seconds_per_iter, 1e-6) / n  # iterations of one seed's runs
-        per_image = min(total / sum(sizes.values()), max_iters / largest)
-        iters = {p: int(per_image * size) for p, size in sizes.items()}
-        if min(iters.values()) >= MIN_RUN_ITERS and (n == 1 or per_image == max_iters / largest):
-            return iters, seeds[:n]
+        per_image = min(left / max(seconds_per_iter, 1e-6) / n / sum(sizes.values()), max_iters / largest)
+        if min(iterations(per_image, sizes).values()) >= MIN_RUN_ITERS and (n == 1 or per_image == max_iters / largest):
+            return per_image, seeds[:n]
     return None, []
+
+
+def iterations(per_image, sizes):
+    return {p: int(per_image * size) for p, size in sizes.items()}
+
+
+def replan(budget_left_s, seconds_per_iter, overhead, sizes_left, per_image):
+    """Iterations per labeled image of the runs still to train (``sizes_left``: their images, one
+    entry a run) within what is left of the budget, at the speed the finished runs showed: as
+    planned, or fewer where they were slower than the probe said (never under MIN_RUN_ITERS for
+    the smallest)."""
+    fits = (budget_left_s - len(sizes_left) * overhead) / max(seconds_per_iter, 1e-6) / sum(sizes_left)
+    return max(min(per_image, fits), MIN_RUN_ITERS / min(sizes_left))
 
 
 def plot(path, counts, aps, result, num_labeled, num_unlabeled):
@@ -148,7 +159,7 @@ def report(result, num_labeled, num_unlabeled):
     return "\n".join(lines)
 
 
-def main(argv=None, train=train_part):
+def main(argv=None, train=train_part, clock=time.perf_counter):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config-file", required=True, help="a config with DATASETS.CUSTOM (tools/init_config.py)")
     parser.add_argument("--output", required=True, help="folder for forecast.json, forecast.png and the runs")
@@ -178,26 +189,34 @@ def main(argv=None, train=train_part):
         opts = [*args.opts, *supervised_opts(cfg, path, iters, seed, out_dir)]
         return count, train(config_file, opts, out_dir + ".log")
 
-    start = time.perf_counter()
+    start = clock()
+    sizes = {p: n for p, (_, n) in parts.items()}
     if args.iters:
-        iters, seeds = {p: args.iters for p in parts}, args.seeds
+        for seed, p in [(seed, p) for seed in args.seeds for p in sorted(parts)]:
+            count, (ap, _, _) = run(p, seed, args.iters)
+            runs.append((count, seed, ap, args.iters))
     else:
-        count, (ap, per_iter, wall) = run(max(parts), args.seeds[0], PROBE_ITERS)
-        iters, seeds = plan(args.budget * 60, (per_iter, wall), {p: n for p, (_, n) in parts.items()},
-                            cfg.SOLVER.MAX_ITER, args.seeds)
-        if iters is None:
+        count, (ap, per_iter, probe_wall) = run(max(parts), args.seeds[0], PROBE_ITERS)
+        per_image, seeds = plan(args.budget * 60, (per_iter, probe_wall), sizes, cfg.SOLVER.MAX_ITER, args.seeds)
+        if per_image is None:
             raise SystemExit(f"--budget {args.budget:g} minutes gives the smallest part's run under {MIN_RUN_ITERS} "
                              f"iterations (an iteration takes {per_iter:.2f} s here, start-up and evaluation "
-                             f"{wall:.0f} s a run): raise it, or give fewer --parts")
-    for seed in seeds:
-        for p in sorted(parts):
-            count, (ap, _, _) = run(p, seed, iters[p])
-            runs.append((count, seed, ap))
+                             f"{probe_wall:.0f} s a run): raise it, or give fewer --parts")
+        overhead = max(0.0, probe_wall - PROBE_ITERS * per_iter)
+        jobs = [(seed, p) for seed in seeds for p in sorted(parts)]  # in training order
+        trained_s, trained_iters = 0.0, 0
+        for i, (seed, p) in enumerate(jobs):
+            if trained_iters:  # the speed the runs so far showed, not the probe's
+                per_image = replan(args.budget * 60 - (clock() - start), trained_s / trained_iters,
+                                   overhead, [sizes[q] for _, q in jobs[i:]], per_image)
+            iters = max(int(per_image * sizes[p]), 1)
+            count, (ap, _, wall) = run(p, seed, iters)
+            runs.append((count, seed, ap, iters))
+            trained_s, trained_iters = trained_s + max(wall - overhead, 0.0), trained_iters + iters
     counts, aps = [r[0] for r in runs], [r[2] for r in runs]
     out = {"config": config_file, "labeled": num_labeled, "unlabeled": num_unlabeled,
-           "iterations": {f"{p:g}": n for p, n in iters.items()},
-           "minutes": round((time.perf_counter() - start) / 60, 1),
-           "budget_minutes": args.budget, "runs": [{"labeled": c, "seed": s, "AP": a} for c, s, a in runs]}
+           "minutes": round((clock() - start) / 60, 1), "budget_minutes": args.budget,
+           "runs": [{"labeled": c, "seed": s, "AP": a, "iterations": n} for c, s, a, n in runs]}
     try:
         result = forecast(counts, aps, num_labeled, num_unlabeled, bool(cfg.MODEL.WEIGHTS), load_calibration())
     except NoForecast as e:
