@@ -226,6 +226,9 @@ def runs_of(regimes):
             runs[name] = dict(block["seeds"])
     for block in regimes.get("arms", {}).values():
         runs[block["run"]] = dict(block["seeds"])
+    for schedules in (regimes.get("arm_schedules") or {}).values():
+        for name, block in schedules["runs"].items():
+            runs[name] = dict(block["seeds"])
     return runs
 
 
@@ -300,6 +303,25 @@ def test_figures(arms, partial, full):
     return {**gap_figures_of(means, partial, full), "teacher_ap": {arm: v["AP"] for arm, v in means.items()}}
 
 
+def compute_matched(result, figures):
+    """The recommended recipe's compute-matched control: plus at the longer schedule whose training
+    wall-clock (mean over seeds) is nearest the recommended recipe's at 1x, and the gap it closed
+    in ``figures``: {compute_matched_plus, compute_matched_plus_schedule, compute_matched_wall_ratio}
+    (its wall-clock over the recommended recipe's), or {} before both ran."""
+    longer = (result.get("arm_schedules") or {}).get(PLUS)
+    if not longer or RECOMMENDED not in result["arms"]:
+        return {}
+    target = statistics.fmean(r["wall_s"] for r in result["arms"][RECOMMENDED]["seeds"].values())
+    walls = {k: statistics.fmean(r["wall_s"] for r in longer["runs"][b["run"]]["seeds"].values())
+             for k, b in longer["schedules"].items() if k != "1"}
+    k = min(walls, key=lambda k: abs(walls[k] - target))
+    closed = figures.get("gap_closed_by_arm", {}).get(schedule_name(PLUS, float(k)))
+    if closed is None:
+        return {}
+    return {"compute_matched_plus": closed, "compute_matched_plus_schedule": float(k),
+            "compute_matched_wall_ratio": round(walls[k] / target, 3)}
+
+
 def block(name, what, runs):
     return {"what": what, "seeds": runs, "mean": summarise(runs)} if runs else None
 
@@ -331,6 +353,9 @@ def dataset_result(dataset, runs, percents, args):
         b = block(name, f"{what}; pretrained start", runs.get(name, {}))
         if b and arm not in quality.SUPERVISED:
             out["arms"][arm] = {**b, "run": name}
+        stretched = schedule_choice(dataset, runs, name, f"{what}; pretrained start") if b else None
+        if stretched and stretched["runs"]:
+            out.setdefault("arm_schedules", {})[arm] = stretched
     return out
 
 
@@ -388,7 +413,10 @@ def schedule_lines(title, block):
 def test_line(figures):
     aps = ", ".join(f"{arm} {ap:.1f}" for arm, ap in figures["teacher_ap"].items())
     gaps = "; ".join(f"{k.replace('_', ' ')} {figures[k]:.3f}" for k in ("supervised_ratio", "gap_closed",
-                     "gap_closed_plus", "gap_closed_recommended") if k in figures)
+                     "gap_closed_plus", "gap_closed_recommended", "compute_matched_plus") if k in figures)
+    if "compute_matched_plus" in figures:
+        gaps += (f" (plus at {figures['compute_matched_plus_schedule']:g}x, "
+                 f"{figures['compute_matched_wall_ratio']:.2f} of the recommended recipe's wall-clock)")
     return f"teacher AP {aps}" + (f"; {gaps}" if gaps else "") + "."
 
 
@@ -408,7 +436,10 @@ def regime_arms(result):
     for key in ("ceiling", "twin_schedules"):
         stretched.update((result.get(key) or {}).get("runs") or {})
     twins = {name: stretched.get(name) or result["curve"].get(name) for name in (partial, full)}
-    return {**{name: b for name, b in twins.items() if b}, **result["arms"]}
+    longer = {schedule_name(arm, float(k)): sched["runs"][b["run"]]
+              for arm, sched in (result.get("arm_schedules") or {}).items()
+              for k, b in sched["schedules"].items() if k != "1"}
+    return {**{name: b for name, b in twins.items() if b}, **result["arms"], **longer}
 
 
 def regime_twins(result):
@@ -491,6 +522,7 @@ def _write_results(args, runs_by_dataset):
             d["test"]["ceiling_iters"] = d["ceiling"]["iterations"]
             if RECOMMENDED in d["test"].get("gap_closed_by_arm", {}):
                 d["test"]["gap_closed_recommended"] = d["test"]["gap_closed_by_arm"][RECOMMENDED]
+            d["test"].update(compute_matched(d, d["test"]))
             quality.plot_curves(os.path.join(args.results, f"regimes_training_{dataset}.png"),
                                 f"{dataset}, {d['choice']['regime']}", arms)
             update_quality_json(args.results, dataset, d["choice"]["regime"], {**d["figures"], "test": d["test"]})

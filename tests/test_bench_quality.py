@@ -97,9 +97,10 @@ def test_rewriting_keeps_the_runs_and_regimes_recorded_in_the_result_file(tmp_pa
     assert shapes["regimes"]["scratch_10pct"]["supervised_ratio"] == pytest.approx(41 / 60, abs=1e-4)
 
 
-def regime_run(ap, rescored_ap=None, test_ap=None):
+def regime_run(ap, rescored_ap=None, test_ap=None, wall_s=1000.0):
     metrics = {"AP": ap, "AP50": ap + 20, "AP75": ap - 5}
-    run = {"curves": {"teacher": [[3200, metrics]]}, "final": {"teacher": metrics, "student": metrics}}
+    run = {"curves": {"teacher": [[3200, metrics]]}, "final": {"teacher": metrics, "student": metrics},
+           "wall_s": wall_s}
     if rescored_ap is not None:  # the final model evaluated at score threshold 1e-3
         run["rescored"] = {"0.001": {"AP": rescored_ap, "AP50": rescored_ap + 21, "AP75": rescored_ap - 4}}
     if test_ap is not None:  # the final model evaluated on the test split
@@ -362,3 +363,36 @@ def test_the_regime_twin_at_its_val_chosen_schedule_is_the_gap_figures_partial(t
     assert shapes["figures"]["gap_closed"] == pytest.approx(0.5, abs=1e-4)
     assert shapes["test"]["gap_closed"] == pytest.approx(9 / 19, abs=1e-4)
     assert "supervised_5pct_2x" in shapes["twin_schedules"]["runs"]  # read back on the next run
+
+
+def test_the_compute_matched_control_is_plus_at_the_schedule_as_long_as_the_recommended_recipe(tmp_path):
+    # ceiling 60 (test 60), twin 5 % 40 (test 40); the recommended recipe 1x: 1,800 s, test 55 (0.75);
+    # plus 1x 1,000 s (test 50), 1.7x 1,700 s (test 52: 0.6), 2x 2,000 s (test 54): 1.7x is the
+    # nearest in wall-clock, 1,700 / 1,800 = 0.944 of it
+    curve = {"supervised_1pct": {"seeds": {"1": regime_run(20)}},
+             "supervised_5pct": {"seeds": {"1": regime_run(40, test_ap=40)}},
+             "supervised_100pct": {"seeds": {"1": regime_run(60, test_ap=60)}}}
+    plus = "plus_no_box_jitter"
+    arms = {plus: {"run": f"{plus}_5pct", "seeds": {"1": regime_run(50, test_ap=50)}},
+            f"{plus}_mixpl": {"run": f"{plus}_mixpl_5pct", "seeds": {"1": regime_run(55, test_ap=55, wall_s=1800)}}}
+    longer = {"runs": {f"{plus}_5pct_1.7x": {"seeds": {"1": regime_run(52, test_ap=52, wall_s=1700)}},
+                       f"{plus}_5pct_2x": {"seeds": {"1": regime_run(51, test_ap=54, wall_s=2000)}}}}
+    results = tmp_path / "results"
+    results.mkdir()
+    with open(results / "regimes.json", "w") as f:
+        json.dump({"datasets": {"shapes": {"curve": curve, "arms": arms, "arm_schedules": {plus: longer}}}}, f)
+    for _ in range(2):  # the second rewrite reads the longer schedules back from the first's file
+        subprocess.run([sys.executable, os.path.join(REPO, "bench", "regimes.py"), "--report-only", "--dataset",
+                        "shapes", "--results", str(results), "--work-dir", str(tmp_path / "work"), "--percent", "5"],
+                       check=True, capture_output=True)
+    with open(results / "quality.json") as f:
+        test = json.load(f)["datasets"]["shapes"]["regimes"]["pretrained_5pct"]["test"]
+    assert test["gap_closed_recommended"] == pytest.approx(0.75, abs=1e-4)
+    assert test["compute_matched_plus"] == pytest.approx(0.6, abs=1e-4)
+    assert test["compute_matched_plus_schedule"] == 1.7
+    assert test["compute_matched_wall_ratio"] == pytest.approx(1700 / 1800, abs=1e-3)
+    with open(results / "regimes.json") as f:
+        shapes = json.load(f)["datasets"]["shapes"]
+    # val chooses plus's 1.7x (52) over 1x (50) and 2x (51)
+    assert shapes["arm_schedules"][plus]["chosen"] == "1.7"
+    assert shapes["test"]["gap_closed_by_arm"][f"{plus}_2x"] == pytest.approx(0.7, abs=1e-4)
