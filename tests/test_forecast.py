@@ -100,19 +100,25 @@ def test_the_gain_is_the_calibrated_share_of_the_gap_to_everything_labeled():
         gain_share({**CALIBRATION, "points": CALIBRATION["points"][:2]}, "published", False)
 
 
+def forecast_config(tiny_shapes, tmp_path, num_images, name):
+    """A config whose labeled json has ``num_images`` images (the tests fake the runs: only the json
+    is read); returns (its path, the labeled json)."""
+    with open(os.path.join(tiny_shapes, "annotations", "instances_train.json")) as f:
+        coco = json.load(f)
+    coco["images"] = [{**coco["images"][i % len(coco["images"])], "id": i + 1} for i in range(num_images)]
+    coco["annotations"] = []
+    labeled = tmp_path / f"labeled{num_images}.json"
+    labeled.write_text(json.dumps(coco))
+    config = tmp_path / f"{name}.yaml"
+    cfg = custom_cfg(custom_opts(tiny_shapes, name) + ["DATASETS.CUSTOM.LABELED_JSON", str(labeled)])
+    config.write_text(cfg.dump())
+    return config, coco
+
+
 def test_the_tool_trains_nested_parts_and_reports_the_forecast(tiny_shapes, tmp_path, monkeypatch):
     """The tool end to end with its training replaced by the known curve: nested parts, the runs it
     asks for, forecast.json and the picture."""
-    # a labeled json of 80 images (the runs are faked: only the json is read)
-    with open(os.path.join(tiny_shapes, "annotations", "instances_train.json")) as f:
-        coco = json.load(f)
-    coco["images"] = [{**coco["images"][i % len(coco["images"])], "id": i + 1} for i in range(80)]
-    coco["annotations"] = []
-    labeled = tmp_path / "labeled80.json"
-    labeled.write_text(json.dumps(coco))
-    config = tmp_path / "mine.yaml"
-    cfg = custom_cfg(custom_opts(tiny_shapes, "mine_fc") + ["DATASETS.CUSTOM.LABELED_JSON", str(labeled)])
-    config.write_text(cfg.dump())
+    config, coco = forecast_config(tiny_shapes, tmp_path, 80, "mine_fc")
     monkeypatch.setattr(forecast_tool, "load_calibration", lambda: CALIBRATION)
     asked = []
 
@@ -167,15 +173,7 @@ def test_runs_slower_than_the_probe_shorten_the_runs_left_to_keep_the_budget():
 def test_the_tool_replans_from_the_speed_of_its_finished_runs(tiny_shapes, tmp_path, monkeypatch):
     """A machine slower than the probe said: the runs after the first are shortened so that the
     forecast keeps to --budget; each run's iterations are recorded."""
-    with open(os.path.join(tiny_shapes, "annotations", "instances_train.json")) as f:
-        coco = json.load(f)
-    coco["images"] = [{**coco["images"][i % len(coco["images"])], "id": i + 1} for i in range(100)]
-    coco["annotations"] = []
-    labeled = tmp_path / "labeled100.json"
-    labeled.write_text(json.dumps(coco))
-    config = tmp_path / "mine.yaml"
-    config.write_text(custom_cfg(custom_opts(tiny_shapes, "mine_slow") + ["DATASETS.CUSTOM.LABELED_JSON",
-                                                                          str(labeled)]).dump())
+    config, _ = forecast_config(tiny_shapes, tmp_path, 100, "mine_slow")
     monkeypatch.setattr(forecast_tool, "load_calibration", lambda: CALIBRATION)
     clock = [0.0]
 
