@@ -284,10 +284,13 @@ def base_iters(dataset):
 
 
 def final_means(arms, metrics_of):
-    """{arm: {AP, AP50, AP75} mean over seeds} of the arms whose every seed has the metrics
-    ``metrics_of(run)`` gives (None where missing)."""
-    return {arm: {m: round(statistics.fmean(metrics_of(r)[m] for r in b["seeds"].values()), 2) for m in quality.METRICS}
-            for arm, b in arms.items() if all(metrics_of(r) is not None for r in b["seeds"].values())}
+    """{arm: {AP, AP50, AP75} mean over the seeds that have the metrics ``metrics_of(run)`` gives} and
+    {arm: how many seeds that is}, of the arms with at least one."""
+    measured = {arm: [metrics_of(r) for r in b["seeds"].values() if metrics_of(r) is not None]
+                for arm, b in arms.items()}
+    means = {arm: {m: round(statistics.fmean(x[m] for x in runs), 2) for m in quality.METRICS}
+             for arm, runs in measured.items() if runs}
+    return means, {arm: len(measured[arm]) for arm in means}
 
 
 def gap_figures_of(means, partial, full):
@@ -297,10 +300,11 @@ def gap_figures_of(means, partial, full):
 
 
 def test_figures(arms, partial, full):
-    """gap_figures on the test split (teacher AP of each run's final model, mean over seeds), from
-    the arms whose every seed was evaluated there."""
-    means = final_means(arms, lambda run: run.get("test"))
-    return {**gap_figures_of(means, partial, full), "teacher_ap": {arm: v["AP"] for arm, v in means.items()}}
+    """gap_figures on the test split (teacher AP of each run's final model, mean over the seeds
+    evaluated there; their count under ``seeds``)."""
+    means, seeds = final_means(arms, lambda run: run.get("test"))
+    return {**gap_figures_of(means, partial, full), "teacher_ap": {arm: v["AP"] for arm, v in means.items()},
+            "seeds": seeds}
 
 
 def compute_matched(result, figures):
@@ -395,7 +399,9 @@ def rescored_figures(arms, partial, full, thresh):
     if thresh <= 0:
         return None
     key = f"{thresh:g}"
-    means = final_means(arms, lambda run: run.get("rescored", {}).get(key))
+    means, _ = final_means({arm: b for arm, b in arms.items()
+                            if all(key in r.get("rescored", {}) for r in b["seeds"].values())},
+                           lambda run: run["rescored"][key])
     if not means:
         return None
     return {"score_thresh": thresh, "teacher": means, **gap_figures_of(means, partial, full)}
@@ -411,7 +417,8 @@ def schedule_lines(title, block):
 
 
 def test_line(figures):
-    aps = ", ".join(f"{arm} {ap:.1f}" for arm, ap in figures["teacher_ap"].items())
+    aps = ", ".join(f"{arm} {ap:.1f} ({figures['seeds'][arm]} seed{'s' if figures['seeds'][arm] > 1 else ''})"
+                    for arm, ap in figures["teacher_ap"].items())
     gaps = "; ".join(f"{k.replace('_', ' ')} {figures[k]:.3f}" for k in ("supervised_ratio", "gap_closed",
                      "gap_closed_plus", "gap_closed_recommended", "compute_matched_plus") if k in figures)
     if "compute_matched_plus" in figures:
