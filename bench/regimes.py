@@ -610,6 +610,8 @@ def main():
                              "twin; val chooses the ceiling among them")
     parser.add_argument("--schedules", type=float, nargs="+", default=[1],
                         help="schedules of the arms and the twin at the regime's percent (val chooses each one's)")
+    parser.add_argument("--twin-schedules", type=float, nargs="+",
+                        help="schedules of the twin at the regime's percent (default: --schedules)")
     parser.add_argument("--retrain-for-test", action="store_true",
                         help="train again a recorded run that has no test figure and no final model left")
     parser.add_argument("--parallel", type=int, default=1, help="runs trained at once")
@@ -636,8 +638,8 @@ def main():
         train(regimes, args, runs, curve + ceilings)  # the twins first: the regime's choice reads them
         chosen = {d: dataset_result(d, runs[d], args.percents, args)["choice"] for d in args.dataset}
         stretched_twins = [(d, schedule_name(twin(chosen[d]["percent"]), k), "supervised_10pct", chosen[d]["percent"],
-                            s, k) for s in args.seeds for k in args.schedules if k != 1 for d in args.dataset
-                           if chosen[d]]
+                            s, k) for s in args.seeds for k in (args.twin_schedules or args.schedules) if k != 1
+                           for d in args.dataset if chosen[d]]
         train(regimes, args, runs, stretched_twins + [
             (d, schedule_name(f"{arm}_{chosen[d]['percent']:g}pct", k), arm, chosen[d]["percent"], s, k)
             for s in args.seeds for k in args.schedules for arm in args.arms for d in args.dataset if chosen[d]])
