@@ -309,21 +309,30 @@ def test_figures(arms, partial, full):
 
 def compute_matched(result, figures):
     """The recommended recipe's compute-matched control: plus at the longer schedule whose training
-    wall-clock (mean over seeds) is nearest the recommended recipe's at 1x, and the gap it closed
-    in ``figures``: {compute_matched_plus, compute_matched_plus_schedule, compute_matched_wall_ratio}
-    (its wall-clock over the recommended recipe's), or {} before both ran."""
+    wall-clock is nearest the recommended recipe's at 1x (mean over the seeds both ran: a seed's
+    runs trained beside the same load), and the gap it closed in ``figures``:
+    {compute_matched_plus, compute_matched_plus_schedule, compute_matched_wall_ratio} (its
+    wall-clock over the recommended recipe's), or {} before both ran."""
     longer = (result.get("arm_schedules") or {}).get(PLUS)
     if not longer or RECOMMENDED not in result["arms"]:
         return {}
-    target = statistics.fmean(r["wall_s"] for r in result["arms"][RECOMMENDED]["seeds"].values())
-    walls = {k: statistics.fmean(r["wall_s"] for r in longer["runs"][b["run"]]["seeds"].values())
-             for k, b in longer["schedules"].items() if k != "1"}
-    k = min(walls, key=lambda k: abs(walls[k] - target))
-    closed = figures.get("gap_closed_by_arm", {}).get(schedule_name(PLUS, float(k)))
-    if closed is None:
+    recommended = result["arms"][RECOMMENDED]["seeds"]
+    ratios = {}
+    for k, b in longer["schedules"].items():
+        if k == "1":
+            continue
+        seeds = longer["runs"][b["run"]]["seeds"]
+        paired = sorted(set(seeds) & set(recommended))
+        if paired:
+            ratios[k] = (statistics.fmean(seeds[s]["wall_s"] for s in paired)
+                         / statistics.fmean(recommended[s]["wall_s"] for s in paired))
+    closed = {k: figures.get("gap_closed_by_arm", {}).get(schedule_name(PLUS, float(k))) for k in ratios}
+    ratios = {k: r for k, r in ratios.items() if closed[k] is not None}
+    if not ratios:
         return {}
-    return {"compute_matched_plus": closed, "compute_matched_plus_schedule": float(k),
-            "compute_matched_wall_ratio": round(walls[k] / target, 3)}
+    k = min(ratios, key=lambda k: abs(ratios[k] - 1))
+    return {"compute_matched_plus": closed[k], "compute_matched_plus_schedule": float(k),
+            "compute_matched_wall_ratio": round(ratios[k], 3)}
 
 
 def block(name, what, runs):
