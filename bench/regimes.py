@@ -5,7 +5,8 @@ and the paper's ablations measured there.
 
     python bench/regimes.py [--dataset shapes glyphs] [--seeds 1 2] [--percents 1 2 5 10 100]
                             [--percent P] [--arms soft_teacher ...] [--parallel N] [--report-only]
-                            [--eval-score-thresh 0.001]
+                            [--eval-score-thresh 0.001] [--ceiling-schedules 1 2 4] [--schedules 1]
+                            [--twin-schedules K ...] [--retrain-for-test]
 
 COCO runs start from ImageNet features, and at 10 % labels the supervised model reaches 66 % of the
 fully labeled one (26.9 / 40.9 AP, the Soft Teacher paper's Table 1). Here the start is the other
@@ -20,7 +21,9 @@ config and schedule; the labeled images are fold 1 of each percent, seeds change
 2. Choice: the percent whose twin's mean teacher AP is closest to 2/3 of the 100 % twin's (or
    ``--percent``).
 3. Arms: ``--arms`` (bench/quality.py's arms; by default the published method, plus, the paper's
-   ablations, then the opt-ins of later methods) at the chosen percent, every seed.
+   ablations, then the opt-ins of later methods) at the chosen percent, every seed and every
+   ``--schedules`` (the twin there at ``--twin-schedules``, by default the same). Plus at a longer
+   schedule is the recommended recipe's compute-matched control (``compute_matched_plus``).
 4. Rescoring: every finished run's final model evaluated once more keeping detections down to
    ``--eval-score-thresh`` (1e-3, as the original reports its best figures), under ``rescored``.
 
