@@ -289,8 +289,7 @@ def base_iters(dataset):
 def final_means(arms, metrics_of):
     """{arm: {AP, AP50, AP75} mean over the seeds that have the metrics ``metrics_of(run)`` gives} and
     {arm: how many seeds that is}, of the arms with at least one."""
-    measured = {arm: [metrics_of(r) for r in b["seeds"].values() if metrics_of(r) is not None]
-                for arm, b in arms.items()}
+    measured = {arm: [m for m in map(metrics_of, b["seeds"].values()) if m is not None] for arm, b in arms.items()}
     means = {arm: {m: round(statistics.fmean(x[m] for x in runs), 2) for m in quality.METRICS}
              for arm, runs in measured.items() if runs}
     return means, {arm: len(measured[arm]) for arm in means}

@@ -11,7 +11,7 @@ def drought(periods=3):
 
 def test_it_warns_once_after_the_given_number_of_dry_periods_in_a_row():
     d = drought(3)
-    scores = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.88])
+    scores = [torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5]), torch.tensor([0.6, 0.7, 0.8, 0.85, 0.88])]  # per image
     assert d.update(19, {"semi/pseudo_boxes_cls": 0.0}, scores) is None
     assert d.update(39, {"semi/pseudo_boxes_cls": 0.0}, scores) is None
     assert d.update(59, {"semi/pseudo_boxes_cls": 0.5}, scores) is None  # a box: the count restarts
@@ -31,7 +31,7 @@ def test_burn_in_periods_log_no_pseudo_boxes_and_do_not_count():
     for it in range(19, 400, 20):  # burn-in: the step logs no pseudo-label statistics
         assert d.update(it, {"total_loss": 1.0}, None) is None
     assert d.update(419, {"semi/pseudo_boxes_cls": 0.0}, None) is None
-    message = d.update(439, {"semi/pseudo_boxes_cls": 0.0}, torch.zeros(0))
+    message = d.update(439, {"semi/pseudo_boxes_cls": 0.0}, [torch.zeros(0)])
     assert "The teacher detected nothing on the last batch" in message
 
 

@@ -41,8 +41,8 @@ class PseudoLabelDrought:
         return message
 
     def message(self, iteration, teacher_scores):
-        if isinstance(teacher_scores, (list, tuple)):  # per image, as the pseudo-labeller keeps them
-            teacher_scores = torch.cat(teacher_scores) if teacher_scores else None
+        """``teacher_scores``: the last batch's scores per image (the pseudo-labeller's), or None."""
+        teacher_scores = torch.cat(teacher_scores) if teacher_scores else None
         if teacher_scores is None or teacher_scores.numel() == 0:
             scores = "the teacher detected nothing on the last batch (no score above MODEL.ROI_HEADS.SCORE_THRESH_TEST)"
         else:
