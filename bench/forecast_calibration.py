@@ -135,7 +135,7 @@ def tool_rows(paths, pts, results):
             fc = json.load(f)
         dataset = next(d for d in regimes if f"fc_{d}" in json.dumps(fc["config"]) or f"/{d}_" in fc["config"])
         row = {"dataset": dataset, "forecast_json": os.path.relpath(path, REPO), "labeled": fc["labeled"],
-               "iterations": [r["iterations"] for r in fc["runs"]], "minutes": fc["minutes"],
+               "iterations": [r.get("iterations") for r in fc["runs"]], "minutes": fc["minutes"],
                "budget_minutes": fc["budget_minutes"], "runs": len(fc["runs"])}
         if "no_forecast" in fc:
             rows.append({**row, "no_forecast": fc["no_forecast"]})
