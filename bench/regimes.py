@@ -319,22 +319,20 @@ def compute_matched(result, figures):
     if not longer or RECOMMENDED not in result["arms"]:
         return {}
     recommended = result["arms"][RECOMMENDED]["seeds"]
-    ratios = {}
+    candidates = {}  # schedule: (wall-clock ratio, gap closed)
     for k, b in longer["schedules"].items():
-        if k == "1":
-            continue
-        seeds = longer["runs"][b["run"]]["seeds"]
+        seeds = longer["runs"][b["run"]]["seeds"] if k != "1" else {}
         paired = sorted(set(seeds) & set(recommended))
-        if paired:
-            ratios[k] = (statistics.fmean(seeds[s]["wall_s"] for s in paired)
-                         / statistics.fmean(recommended[s]["wall_s"] for s in paired))
-    closed = {k: figures.get("gap_closed_by_arm", {}).get(schedule_name(PLUS, float(k))) for k in ratios}
-    ratios = {k: r for k, r in ratios.items() if closed[k] is not None}
-    if not ratios:
+        closed = figures.get("gap_closed_by_arm", {}).get(schedule_name(PLUS, float(k)))
+        if paired and closed is not None:
+            candidates[k] = (statistics.fmean(seeds[s]["wall_s"] for s in paired)
+                             / statistics.fmean(recommended[s]["wall_s"] for s in paired), closed)
+    if not candidates:
         return {}
-    k = min(ratios, key=lambda k: abs(ratios[k] - 1))
-    return {"compute_matched_plus": closed[k], "compute_matched_plus_schedule": float(k),
-            "compute_matched_wall_ratio": round(ratios[k], 3)}
+    k = min(candidates, key=lambda k: abs(candidates[k][0] - 1))
+    ratio, closed = candidates[k]
+    return {"compute_matched_plus": closed, "compute_matched_plus_schedule": float(k),
+            "compute_matched_wall_ratio": round(ratio, 3)}
 
 
 def block(name, what, runs):
