@@ -15,6 +15,10 @@ Leave one dataset out:
 - ceiling: the learning curve (``softteacher.forecast``) fitted to the twin's points at and under a
   fraction (at least three), extrapolated to every training image, against the fully labeled twin.
 
+The same two forecasts are checked on published curves this project never trained on
+(``bench/published_curves.json``: COCO's supervised models at 1, 5, 10 and 100 % and the published
+method at the partial fractions), with the shares measured on both generated datasets.
+
 Writes ``bench/results/forecast_calibration.json`` (points, forecasts, errors) and the calibration
 the tool reads, ``projects/SoftTeacher/softteacher/forecast_calibration.json``.
 """
@@ -33,6 +37,7 @@ RECIPES = {"published": "soft_teacher", "recommended": "plus_no_box_jitter_mixpl
 TRAIN_IMAGES = 2000  # both generated datasets' training pool
 GAIN_TOLERANCE = (0.5, 1.5)  # half the measured gain, or 1.5 AP, whichever is larger
 CEILING_TOLERANCE = 3.0  # AP
+PUBLISHED_CURVES = os.path.join(REPO, "bench", "published_curves.json")
 
 
 def teacher_ap(block):
@@ -85,12 +90,30 @@ def gain_loo(pts):
             shares = [q["gap_closed"][recipe] for q in others if recipe in q["gap_closed"]]
             if not shares:
                 continue
-            forecast = statistics.fmean(shares) * p["gap"]
-            rows.append({"dataset": p["dataset"], "start": p["start"], "percent": p["percent"], "recipe": recipe,
-                         "measured_gain": round(measured, 2), "forecast_gain": round(forecast, 2),
-                         "error": round(forecast - measured, 2),
-                         "within_target": within(forecast - measured, measured)})
+            rows.append(gain_row(p["dataset"], p["start"], p["percent"], recipe, measured,
+                                 statistics.fmean(shares) * p["gap"]))
     return rows
+
+
+def gain_row(dataset, start, percent, recipe, measured, forecast):
+    return {"dataset": dataset, "start": start, "percent": percent, "recipe": recipe,
+            "measured_gain": round(measured, 2), "forecast_gain": round(forecast, 2),
+            "error": round(forecast - measured, 2), "within_target": within(forecast - measured, measured)}
+
+
+def ceiling_row(dataset, start, parts, counts, aps, measured_full, train_images):
+    """The curve fitted to (counts, aps), extrapolated to ``train_images``, against the measured
+    fully labeled model."""
+    top = max(parts)
+    try:
+        fit = fit_learning_curve(counts, aps)
+    except NoForecast as e:
+        return {"dataset": dataset, "start": start, "percent": top, "no_forecast": str(e)}
+    forecast = curve_at(fit, train_images)
+    return {"dataset": dataset, "start": start, "percent": top, "parts": parts, "reach": round(100 / top, 2),
+            "measured_full": round(measured_full, 2), "forecast_full": round(forecast, 2),
+            "error": round(forecast - measured_full, 2),
+            "within_target": abs(forecast - measured_full) <= CEILING_TOLERANCE}
 
 
 def ceiling_loo(results):
@@ -109,18 +132,30 @@ def ceiling_loo(results):
                 for run in curve[p]["seeds"].values():
                     counts.append(TRAIN_IMAGES * p / 100)
                     aps.append(run["final"]["teacher"]["AP"])
-            try:
-                fit = fit_learning_curve(counts, aps)
-            except NoForecast as e:
-                rows.append({"dataset": dataset, "start": "pretrained", "percent": top, "no_forecast": str(e)})
-                continue
-            forecast = curve_at(fit, TRAIN_IMAGES)
-            rows.append({"dataset": dataset, "start": "pretrained", "percent": top, "parts": parts,
-                         "reach": round(100 / top, 2),
-                         "measured_full": round(full, 2), "forecast_full": round(forecast, 2),
-                         "error": round(forecast - full, 2),
-                         "within_target": abs(forecast - full) <= CEILING_TOLERANCE})
+            rows.append(ceiling_row(dataset, "pretrained", parts, counts, aps, full, TRAIN_IMAGES))
     return rows
+
+
+def published_rows(path, pts):
+    """Published curves: the ceiling fitted to every partial fraction against the published fully
+    labeled model, and each recipe's gain forecast from the share closed on the generated datasets
+    (same start) times the published gap, against the published gain."""
+    with open(path) as f:
+        curves = json.load(f)["curves"]
+    ceilings, gains = [], []
+    for name, c in curves.items():
+        full = c["supervised"]["100"]
+        parts = sorted(float(p) for p in c["supervised"] if float(p) != 100)
+        counts = [c["train_images"] * p / 100 for p in parts]
+        aps = [c["supervised"][f"{p:g}"] for p in parts]
+        ceilings.append(ceiling_row(name, c["start"], parts, counts, aps, full, c["train_images"]))
+        for recipe, results in c["recipes"].items():
+            shares = [q["gap_closed"][recipe] for q in pts if q["start"] == c["start"] and recipe in q["gap_closed"]]
+            for percent, ap in results.items():
+                twin = c["supervised"][percent]
+                gains.append(gain_row(name, c["start"], float(percent), recipe, ap - twin,
+                                      statistics.fmean(shares) * (full - twin)))
+    return ceilings, gains
 
 
 def tool_rows(paths, pts, results):
@@ -172,9 +207,12 @@ def main():
     parser.add_argument("--calibration", default=CALIBRATION_FILE)
     parser.add_argument("--tool-forecasts", nargs="*", default=[],
                         help="forecast.json files of tools/forecast.py run on a dataset's regime split")
+    parser.add_argument("--published", default=PUBLISHED_CURVES,
+                        help="published curves the forecast is also checked on")
     args = parser.parse_args()
     pts = points(args.results)
-    gains, ceilings = gain_loo(pts), ceiling_loo(args.results)
+    published_ceilings, published_gains = published_rows(args.published, pts)
+    gains, ceilings = gain_loo(pts) + published_gains, ceiling_loo(args.results) + published_ceilings
     tool = tool_rows(args.tool_forecasts, pts, args.results)
     calibration = {
         "what": "share of the gap (fully labeled twin - partial twin, teacher AP) each recipe closed, per "

@@ -193,3 +193,35 @@ def test_the_tool_replans_from_the_speed_of_its_finished_runs(tiny_shapes, tmp_p
     # then at 0.6 s: (1800 - 356 - 60) / 0.6 / 150 = 15.38 an image: 768 and 1537
     assert [r["iterations"] for r in out["runs"]] == [477, 768, 1537]
     assert clock[0] <= 30 * 60 + 1e-6  # within the budget; without the replan 40 + 3 x 30 + 3339 x 0.6 = 2133 s
+
+
+def test_published_curves_check_the_ceiling_and_the_calibrated_gain(tmp_path):
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("forecast_calibration",
+                                                  os.path.join(REPO, "bench", "forecast_calibration.py"))
+    calibration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(calibration)
+    curve = {"c": 50.0, "h": 1096.63, "b": 1.0}  # h = e^7, on the fit's grid: the fit is exact
+    full = curve_at(curve, 100000)  # 50 / (1 + 0.0109663) = 49.458
+    published = {"curves": {"elsewhere": {
+        "source": "a known curve", "start": "pretrained", "train_images": 100000,
+        "supervised": {"1": curve_at(curve, 1000), "5": curve_at(curve, 5000), "10": curve_at(curve, 10000),
+                       "100": full - 2.0},  # the measured full model 2 AP under the curve's
+        "recipes": {"published": {"10": curve_at(curve, 10000) + 5.0}}}}}
+    path = tmp_path / "published.json"
+    path.write_text(json.dumps(published))
+    pts = [{"dataset": "a", "start": "pretrained", "gap_closed": {"published": 0.3}},
+           {"dataset": "b", "start": "pretrained", "gap_closed": {"published": 0.5}},
+           {"dataset": "a", "start": "scratch", "gap_closed": {"published": 0.9}}]  # another start: not read
+    ceilings, gains = calibration.published_rows(str(path), pts)
+    assert len(ceilings) == 1 and ceilings[0]["reach"] == 10.0 and ceilings[0]["parts"] == [1.0, 5.0, 10.0]
+    assert ceilings[0]["error"] == pytest.approx(2.0, abs=0.05)
+    assert ceilings[0]["within_target"] is True
+    # twin at 10 %: 50 / (1 + 0.109663) = 45.058; gap to the published full model 49.458 - 2 - 45.058 = 2.400;
+    # forecast 0.4 x 2.400 = 0.960 against the measured +5.0: off by 4.04, more than half of 5 and 1.5 AP
+    assert len(gains) == 1 and gains[0]["percent"] == 10.0 and gains[0]["measured_gain"] == 5.0
+    assert gains[0]["forecast_gain"] == pytest.approx(0.96, abs=0.01)
+    assert gains[0]["within_target"] is False
