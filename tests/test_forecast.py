@@ -89,7 +89,7 @@ def test_the_gain_is_the_calibrated_share_of_the_gap_to_everything_labeled():
     doubtful = forecast(counts, [curve_at(KNOWN, n) for n in counts], 200, 1800, True,
                         {**CALIBRATION, "ceiling_errors": errors})
     assert doubtful["all_labeled_error"] == 12.0
-    assert doubtful["reason"].endswith("uncertain: on the generated datasets, extrapolating as far (10x the largest "
+    assert doubtful["reason"].endswith("uncertain: on the calibration curves, extrapolating as far (10x the largest "
                                        "part), the AP-with-everything-labeled forecast erred by up to 12.0 AP, more "
                                        f"than the {out['gap']:+.1f} AP gap it gives here")
     from softteacher.forecast import ceiling_error

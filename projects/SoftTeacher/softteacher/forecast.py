@@ -1,7 +1,7 @@
 """Will unlabeled images pay? The supervised learning curve of a labeled set, the AP it promises
 with more labels, and the gain semi-supervised training is expected to give, from a calibration
-measured on the generated datasets (``forecast_calibration.json`` beside this file, written by
-``bench/forecast_calibration.py``).
+measured on the generated datasets and checked on COCO's published curve
+(``forecast_calibration.json`` beside this file, written by ``bench/forecast_calibration.py``).
 
 The curve is AP(n) = c / (1 + (h / n)^b), n labeled images: a log-logistic (S-shaped in log n)
 curve that saturates at c. On the generated datasets' measured curves it extrapolated to the
@@ -96,14 +96,14 @@ def forecast(counts, aps, num_labeled, num_unlabeled, pretrained, calibration):
     out["extrapolation"] = reach
     out["all_labeled_error"] = ceiling_error(calibration, reach)
     if out["all_labeled_error"] is not None and out["all_labeled_error"] > abs(gap):
-        out["reason"] += (f"; uncertain: on the generated datasets, extrapolating as far ({reach:.0f}x the largest "
+        out["reason"] += (f"; uncertain: on the calibration curves, extrapolating as far ({reach:.0f}x the largest "
                           f"part), the AP-with-everything-labeled forecast erred by up to "
                           f"{out['all_labeled_error']:.1f} AP, more than the {gap:+.1f} AP gap it gives here")
     return out
 
 
 def ceiling_error(calibration, reach):
-    """The largest error the AP-with-everything-labeled forecast made on the generated datasets
+    """The largest error the AP-with-everything-labeled forecast made on the calibration curves
     when extrapolating as far as ``reach`` (images / largest part) or the nearest farther; beyond
     every calibrated reach, the largest of all. None without calibrated errors."""
     rows = calibration.get("ceiling_errors") or []

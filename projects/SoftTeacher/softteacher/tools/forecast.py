@@ -148,7 +148,7 @@ def report(result, num_labeled, num_unlabeled):
              f"with 2x the labels: {result['labels_2x']:.1f}   with 4x: {result['labels_4x']:.1f}   (fitted curve)",
              f"if the {num_unlabeled} unlabeled images were labeled too: {result['all_labeled']:.1f} "
              f"(gap {result['gap']:+.1f} AP"
-             + (f"; this forecast erred by up to {result['all_labeled_error']:.1f} AP on the generated datasets)"
+             + (f"; this forecast erred by up to {result['all_labeled_error']:.1f} AP on the calibration curves)"
                 if result.get("all_labeled_error") is not None else ")")]
     for recipe, r in result["recipes"].items():
         low, high = r["interval"]
