@@ -463,7 +463,9 @@ def write_results(args):
             if phases and arm not in SUPERVISED:
                 arms[arm][key] = phases
         if arms:
-            regimes = {**previous.get(dataset, {}).get("regimes", {}), SCRATCH_REGIME: gap_figures(arms)}
+            regimes = previous.get(dataset, {}).get("regimes", {})
+            if "test" not in regimes.get(SCRATCH_REGIME, {}):  # else bench/regimes.py --start scratch measured it
+                regimes[SCRATCH_REGIME] = gap_figures(arms)
             datasets[dataset] = {**dataset_summary(arms), "regimes": regimes, "arms": arms}
     shapes = datasets.get("shapes", {})
     top = {k: shapes[k] for k in ("ratio", "gap_closed") if k in shapes}

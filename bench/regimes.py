@@ -6,7 +6,7 @@ and the paper's ablations measured there.
     python bench/regimes.py [--dataset shapes glyphs] [--seeds 1 2] [--percents 1 2 5 10 100]
                             [--percent P] [--arms soft_teacher ...] [--parallel N] [--report-only]
                             [--eval-score-thresh 0.001] [--ceiling-schedules 1 2 4] [--schedules 1]
-                            [--twin-schedules K ...] [--retrain-for-test]
+                            [--twin-schedules K ...] [--retrain-for-test] [--start scratch]
 
 COCO runs start from ImageNet features, and at 10 % labels the supervised model reaches 66 % of the
 fully labeled one (26.9 / 40.9 AP, the Soft Teacher paper's Table 1). Here the start is the other
@@ -33,6 +33,10 @@ with seeds and spreads), ``regimes.md``, ``regimes_curves.png`` (the twin agains
 ``regimes_training_<dataset>.png`` (the regime's arms' AP over iterations, first seed) and per dataset the block
 ``regimes.pretrained_<P>pct`` (``supervised_ratio``, ``gap_closed``, ``gap_closed_plus`` and every arm's
 ``gap_closed_by_arm``) of ``bench/results/quality.json``.
+
+``--start scratch`` measures the same from random initial weights (the configs' own start, as
+bench/quality.py trains them): runs under ``output/bench/regimes_scratch/``, files named
+``regimes_scratch*`` and the block ``regimes.scratch_<P>pct``.
 """
 
 import argparse
@@ -80,6 +84,7 @@ COMPARISONS = (("soft_teacher_hard_background", "soft_teacher", "lower"),
 RECOMMENDED = f"{PLUS}_mixpl"  # the recipe the family's recommended configs train
 KEEP_PREFIX = "backbone.bottom_up."
 TWIN_NAME = re.compile(r"^supervised_([0-9.]+)pct$")
+START = {"pretrained": "pretrained start", "scratch": "random initial weights"}
 _SOURCE_LOCKS = {source: threading.Lock() for source in SOURCE}
 _WRITE_LOCK = threading.Lock()
 
@@ -92,6 +97,20 @@ def pretrained_start(dataset, quality_work_dir, work_dir):
         if not os.path.exists(path):
             make_start(source, quality_work_dir, path)
     return path
+
+
+def work_dir(args):
+    return args.work_dir or os.path.join(REPO, "output", "bench", "regimes" if args.start == "pretrained"
+                                         else "regimes_scratch")
+
+
+def result_path(results_dir, start, suffix):
+    """regimes<suffix> (pretrained start) or regimes_scratch<suffix> in the results folder."""
+    return os.path.join(results_dir, ("regimes" if start == "pretrained" else "regimes_scratch") + suffix)
+
+
+def start_title(d):
+    return f"pretrained start from {d['source']}" if d.get("source") else START[d.get("start", "pretrained")]
 
 
 def make_start(source, quality_work_dir, path):
@@ -135,7 +154,7 @@ class Regime:
 
     def __init__(self, dataset, args, recorded):
         self.dataset, self.args = dataset, args
-        self.root = os.path.join(args.work_dir, dataset)
+        self.root = os.path.join(work_dir(args), dataset)
         self.recorded = recorded  # {run name: {seed: run}} from the result file
         os.makedirs(self.root, exist_ok=True)
 
@@ -153,9 +172,10 @@ class Regime:
             del self.recorded[name][str(seed)]
             recorded = None
         if recorded is None:
-            weights = pretrained_start(self.dataset, self.args.quality_work_dir, self.args.work_dir)
             semi = arm not in quality.SUPERVISED
-            opts = ["MODEL.WEIGHTS", weights, *split_overrides(self.dataset, percent, semi),
+            start = [] if self.args.start == "scratch" else [
+                "MODEL.WEIGHTS", pretrained_start(self.dataset, self.args.quality_work_dir, work_dir(self.args))]
+            opts = [*start, *split_overrides(self.dataset, percent, semi),
                     *schedule_opts(self.dataset, arm, schedule), *self.args.opts]
             result = quality.run_arm(self.dataset, arm, seed, self.root, opts, run_name=name)
             self.recorded.setdefault(name, {})[str(seed)] = result
@@ -274,9 +294,9 @@ def schedule_choice(dataset, runs, base, what):
             "run": schedules[chosen]["run"], "iterations": schedules[chosen]["iterations"], "runs": stretched}
 
 
-def ceiling(dataset, runs):
+def ceiling(dataset, runs, start):
     """The fully labeled twin's schedules and the one val chooses: the ceiling."""
-    return schedule_choice(dataset, runs, twin(100), "supervised, 100 % labeled, pretrained start")
+    return schedule_choice(dataset, runs, twin(100), f"supervised, 100 % labeled, {START[start]}")
 
 
 def base_iters(dataset):
@@ -344,10 +364,10 @@ def dataset_result(dataset, runs, percents, args):
     recorded = {float(m.group(1)) for m in map(TWIN_NAME.match, runs) if m}
     known = set(percents) | recorded
     for p in sorted(known):
-        b = block(twin(p), f"supervised, {p:g} % labeled, pretrained start", runs.get(twin(p), {}))
+        b = block(twin(p), f"supervised, {p:g} % labeled, {START[args.start]}", runs.get(twin(p), {}))
         if b:
             curve[twin(p)] = {**b, "percent": p}
-    top = ceiling(dataset, runs)
+    top = ceiling(dataset, runs, args.start)
     full = (top["runs"].get(top["run"]) or curve.get(top["run"])) if top else None
     # the choice reads the whole recorded curve; a training run also waits for the percents it trains
     choice = choose(curve, sorted(recorded | {100} if args.report_only else known), full)
@@ -355,18 +375,19 @@ def dataset_result(dataset, runs, percents, args):
     if args.percent is not None and from_curve.get("percent") != args.percent:
         choice = {**from_curve, "percent": args.percent, "chosen_by": "--percent",
                   "supervised_ratio": from_curve.get("ratios", {}).get(f"{args.percent:g}")}
-    out = {"source": SOURCE[dataset], "curve": curve, "ceiling": top, "choice": choice, "arms": {}}
+    out = {"start": args.start, "source": SOURCE[dataset] if args.start == "pretrained" else None,
+           "curve": curve, "ceiling": top, "choice": choice, "arms": {}}
     if choice is None:
         return out
     p = choice["percent"]
-    out["twin_schedules"] = schedule_choice(dataset, runs, twin(p), f"supervised, {p:g} % labeled, pretrained start")
+    out["twin_schedules"] = schedule_choice(dataset, runs, twin(p), f"supervised, {p:g} % labeled, {START[args.start]}")
     for arm in quality.ARMS:
         name = f"{arm}_{p:g}pct"
         what = quality.ARMS[arm][0].replace("10 % labeled + 90 % unlabeled", f"{p:g} % labeled + the rest unlabeled")
-        b = block(name, f"{what}; pretrained start", runs.get(name, {}))
+        b = block(name, f"{what}; {START[args.start]}", runs.get(name, {}))
         if b and arm not in quality.SUPERVISED:
             out["arms"][arm] = {**b, "run": name}
-        stretched = schedule_choice(dataset, runs, name, f"{what}; pretrained start") if b else None
+        stretched = schedule_choice(dataset, runs, name, f"{what}; {START[args.start]}") if b else None
         if stretched and stretched["runs"]:
             out.setdefault("arm_schedules", {})[arm] = stretched
     return out
@@ -485,7 +506,7 @@ def plot_curves(path, datasets):
         ax.set_xscale("log")
         ax.set_xlabel("labeled images, % of the training pool")
         ax.set_ylabel("AP on val")
-        ax.set_title(f"{dataset}: pretrained start from {d['source']}")
+        ax.set_title(f"{dataset}: {start_title(d)}")
         ax.legend(fontsize=7)
     save_figure(fig, path)
 
@@ -519,7 +540,7 @@ def _write_results(args, runs_by_dataset):
     result = {"datasets": {}, "coco_supervised_ratio": round(COCO_SUPERVISED_RATIO, 4),
               "overrides": args.opts, "machine": quality.machine(), "date": time.strftime("%Y-%m-%d"),
               "command": "python bench/regimes.py " + " ".join(sys.argv[1:])}
-    path = os.path.join(args.results, "regimes.json")
+    path = result_path(args.results, args.start, ".json")
     if os.path.exists(path):  # datasets this run does not train (another run may) stay as written
         with open(path) as f:
             written = json.load(f).get("datasets", {})
@@ -531,7 +552,7 @@ def _write_results(args, runs_by_dataset):
         d = dataset_result(dataset, runs, args.percents, args)
         if d["choice"]:
             p = d["choice"]["percent"]
-            d["choice"]["regime"] = f"pretrained_{p:g}pct"
+            d["choice"]["regime"] = f"{args.start}_{p:g}pct"
             arms, (partial, full) = regime_arms(d), regime_twins(d)
             d["figures"] = quality.gap_figures(arms, partial=partial, full=full)
             d["test"] = test_figures(arms, partial=partial, full=full)
@@ -539,7 +560,7 @@ def _write_results(args, runs_by_dataset):
             if RECOMMENDED in d["test"].get("gap_closed_by_arm", {}):
                 d["test"]["gap_closed_recommended"] = d["test"]["gap_closed_by_arm"][RECOMMENDED]
             d["test"].update(compute_matched(d, d["test"]))
-            quality.plot_curves(os.path.join(args.results, f"regimes_training_{dataset}.png"),
+            quality.plot_curves(result_path(args.results, args.start, f"_training_{dataset}.png"),
                                 f"{dataset}, {d['choice']['regime']}", arms)
             update_quality_json(args.results, dataset, d["choice"]["regime"], {**d["figures"], "test": d["test"]})
             d["rescored"] = rescored_figures(arms, partial, full, args.eval_score_thresh)
@@ -548,7 +569,7 @@ def _write_results(args, runs_by_dataset):
     result["datasets"] = {d: result["datasets"][d] for d in SOURCE if d in result["datasets"]}  # a stable order
     lines = []
     for dataset, d in result["datasets"].items():
-        lines += [f"### {dataset}: pretrained start from {d['source']}", "", "Supervised twin by label fraction:", ""]
+        lines += [f"### {dataset}: {start_title(d)}", "", "Supervised twin by label fraction:", ""]
         lines += table_lines(d["curve"], {})
         if d.get("ceiling"):
             lines += schedule_lines("Fully labeled twin by schedule (the ceiling: the best val AP):", d["ceiling"])
@@ -566,9 +587,9 @@ def _write_results(args, runs_by_dataset):
                 lines += comparison_lines(d["comparisons"])
         lines.append("")
     dump_json(path, result)
-    with open(os.path.join(args.results, "regimes.md"), "w") as f:
+    with open(result_path(args.results, args.start, ".md"), "w") as f:
         f.write("\n".join(lines))
-    plot_curves(os.path.join(args.results, "regimes_curves.png"), result["datasets"])
+    plot_curves(result_path(args.results, args.start, "_curves.png"), result["datasets"])
     print("\n".join(lines), flush=True)
 
 
@@ -582,8 +603,8 @@ def update_quality_json(results_dir, dataset, regime, figures):
     dump_json(path, data)
 
 
-def recorded_runs(results_dir):
-    path = os.path.join(results_dir, "regimes.json")
+def recorded_runs(results_dir, start):
+    path = result_path(results_dir, start, ".json")
     if not os.path.exists(path):
         return {}
     with open(path) as f:
@@ -629,14 +650,17 @@ def main():
     parser.add_argument("--eval-score-thresh", type=float, default=1e-3,
                         help="also evaluate each finished run's final model keeping detections down to this "
                              "score, as the original's best figures do (0: not)")
-    parser.add_argument("--work-dir", default=os.path.join(REPO, "output", "bench", "regimes"))
+    parser.add_argument("--start", choices=list(START), default="pretrained",
+                        help="the runs' initial weights: the other dataset's ResNet, or random (scratch)")
+    parser.add_argument("--work-dir", help="where the runs go (default: output/bench/regimes, "
+                                           "output/bench/regimes_scratch from scratch)")
     parser.add_argument("--quality-work-dir", default=os.path.join(REPO, "output", "bench", "quality"))
     parser.add_argument("--results", default=os.path.join(REPO, "bench", "results"))
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
     args = parser.parse_args()
     if 100 not in args.percents:
         parser.error("--percents needs 100: the fully labeled twin is the curve's reference")
-    recorded = recorded_runs(args.results)
+    recorded = recorded_runs(args.results, args.start)
     runs = {d: recorded.get(d, {}) for d in args.dataset}
     regimes = {d: Regime(d, args, runs[d]) for d in args.dataset}
     if not args.report_only:

@@ -400,3 +400,38 @@ def test_the_compute_matched_control_is_plus_at_the_schedule_as_long_as_the_reco
     # val chooses plus's 1.7x (52) over 1x (50) and 2x (51)
     assert shapes["arm_schedules"][plus]["chosen"] == "1.7"
     assert shapes["test"]["gap_closed_by_arm"][f"{plus}_2x"] == pytest.approx(0.7, abs=1e-4)
+
+
+def test_the_scratch_regime_trains_from_random_weights_into_its_own_files(tmp_path):
+    # --start scratch: a run's overrides name no MODEL.WEIGHTS (the configs' random start) and its
+    # work dir is regimes_scratch; twin 10 % 50 (test 48), fully labeled 60 (test 58), the
+    # recommended recipe 55 (test 53): closes (53 - 48) / (58 - 48) = 0.5 of the gap on test, in
+    # regimes_scratch.json and quality.json's scratch_10pct, which bench/quality.py then keeps
+    code = ("import json, sys, quality, regimes\n"
+            "quality.run_arm = lambda dataset, arm, seed, root, opts, run_name=None: print(json.dumps([root, opts]))\n"
+            "args = regimes.argparse.Namespace(start='scratch', work_dir=None, retrain_for_test=False, opts=[])\n"
+            "regimes.Regime('shapes', args, {}).run('supervised_10pct', 'supervised_10pct', 10, 1)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=os.path.join(REPO, "bench"), capture_output=True, text=True)
+    root, opts = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("[")))
+    assert root.endswith(os.path.join("output", "bench", "regimes_scratch", "shapes"))
+    assert "MODEL.WEIGHTS" not in opts and opts[:2] == ["DATASETS.TRAIN", "('shapes_train.1@10',)"]
+
+    curve = {"supervised_10pct": {"seeds": {"1": regime_run(50, test_ap=48)}},
+             "supervised_100pct": {"seeds": {"1": regime_run(60, test_ap=58)}}}
+    arms = {"plus_no_box_jitter_mixpl": {"run": "plus_no_box_jitter_mixpl_10pct",
+                                         "seeds": {"1": regime_run(55, test_ap=53)}}}
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "regimes_scratch.json").write_text(json.dumps({"datasets": {"shapes": {"curve": curve, "arms": arms}}}))
+    subprocess.run([sys.executable, os.path.join(REPO, "bench", "regimes.py"), "--start", "scratch", "--report-only",
+                    "--dataset", "shapes", "--percents", "100", "10", "--percent", "10", "--results", str(results)],
+                   check=True, capture_output=True)
+    assert not (results / "regimes.json").exists() and (results / "regimes_scratch.md").exists()
+    work = tmp_path / "work"
+    write_run(str(work), "shapes", "supervised_10pct", 1, 40, 45)  # bench/quality.py's own scratch runs: val only
+    write_run(str(work), "shapes", "supervised_100pct", 1, 60, 70)
+    subprocess.run([sys.executable, os.path.join(REPO, "bench", "quality.py"), "--report-only", "--work-dir", str(work),
+                    "--results", str(results)], check=True, capture_output=True)
+    scratch = json.loads((results / "quality.json").read_text())["datasets"]["shapes"]["regimes"]["scratch_10pct"]
+    assert scratch["test"]["gap_closed_recommended"] == pytest.approx(0.5, abs=1e-4)
+    assert scratch["supervised_ratio"] == pytest.approx(50 / 60, abs=1e-4)  # regimes.py's val, not quality.py's 40 / 60
