@@ -5,9 +5,10 @@ errors.
     python bench/forecast_calibration.py
 
 Reads ``bench/results/regimes.json`` (pretrained start: the supervised twin at 1, 2, 5, 10 and
-100 %, and the recipes at the COCO-like fraction) and ``bench/results/quality.json`` (from scratch:
-the twins at 10 and 100 %, the recipes at 10 %). For each point, the gap (fully labeled twin minus
-the partial one) and the share of it each recipe closed (teacher AP, mean of the recorded seeds).
+100 %, the recipes at the COCO-like fraction and at bench/regimes.py's ``--fractions``) and
+``bench/results/quality.json`` (from scratch: the twins at 10 and 100 %, the recipes at 10 %). For
+each point, the gap (fully labeled twin minus the partial one) and the share of it each recipe
+closed (teacher AP, mean of the recorded seeds).
 
 Leave one dataset out:
 - gain: the share measured on the other dataset (same start) times this dataset's gap, against the
@@ -58,12 +59,18 @@ def points(results):
         quality = json.load(f)["datasets"]
     out = []
     for dataset, d in regimes.items():
-        p = d["choice"]["percent"]
-        twin, full = teacher_ap(d["curve"][f"supervised_{p:g}pct"]), ceiling_ap(d)
-        gains = {r: teacher_ap(d["arms"][arm]) - twin for r, arm in RECIPES.items() if arm in d["arms"]}
-        out.append(point(dataset, "pretrained", p, twin, full, gains))
+        full = ceiling_ap(d)
+        fractions = {d["choice"]["percent"]: d["arms"],  # the regime's and bench/regimes.py --fractions'
+                     **{float(q): f["arms"] for q, f in (d.get("fractions") or {}).items()}}
+        for p, arms in sorted(fractions.items()):
+            twin = teacher_ap(d["curve"][f"supervised_{p:g}pct"])
+            gains = {r: teacher_ap(arms[arm]) - twin for r, arm in RECIPES.items() if arm in arms}
+            if gains:
+                out.append(point(dataset, "pretrained", p, twin, full, gains))
     for dataset, d in quality.items():
-        arms = d["arms"]
+        arms = d.get("arms", {})
+        if "supervised_10pct" not in arms or "supervised_100pct" not in arms:
+            continue
         twin, full = teacher_ap(arms["supervised_10pct"]), teacher_ap(arms["supervised_100pct"])
         gains = {r: teacher_ap(arms[arm]) - twin for r, arm in RECIPES.items() if arm in arms}
         out.append(point(dataset, "scratch", 10, twin, full, gains))

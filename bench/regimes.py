@@ -23,7 +23,9 @@ config and schedule; the labeled images are fold 1 of each percent, seeds change
 3. Arms: ``--arms`` (bench/quality.py's arms; by default the published method, plus, the paper's
    ablations, then the opt-ins of later methods) at the chosen percent, every seed and every
    ``--schedules`` (the twin there at ``--twin-schedules``, by default the same). Plus at a longer
-   schedule is the recommended recipe's compute-matched control (``compute_matched_plus``).
+   schedule is the recommended recipe's compute-matched control (``compute_matched_plus``). With
+   ``--fractions``, the arms also at those percents (1x, against the twin there and the same
+   ceiling): the points tools/forecast.py's calibration reads.
 4. Rescoring: every finished run's final model evaluated once more keeping detections down to
    ``--eval-score-thresh`` (1e-3, as the original reports its best figures), under ``rescored``.
 
@@ -252,6 +254,9 @@ def runs_of(regimes):
     for schedules in (regimes.get("arm_schedules") or {}).values():
         for name, block in schedules["runs"].items():
             runs[name] = dict(block["seeds"])
+    for fraction in (regimes.get("fractions") or {}).values():
+        for block in fraction["arms"].values():
+            runs[block["run"]] = dict(block["seeds"])
     return runs
 
 
@@ -390,7 +395,28 @@ def dataset_result(dataset, runs, percents, args):
         stretched = schedule_choice(dataset, runs, name, f"{what}; {START[args.start]}") if b else None
         if stretched and stretched["runs"]:
             out.setdefault("arm_schedules", {})[arm] = stretched
+    for q in sorted(known - {p, 100}):  # --fractions: the arms at other fractions, 1x
+        arms = {}
+        for arm in quality.ARMS:
+            name = f"{arm}_{q:g}pct"
+            b = block(name, f"{arm}, {q:g} % labeled; {START[args.start]}", runs.get(name, {}))
+            if b and arm not in quality.SUPERVISED:
+                arms[arm] = {**b, "run": name}
+        if arms and twin(q) in curve:
+            out.setdefault("fractions", {})[f"{q:g}"] = {"arms": arms}
     return out
+
+
+def fraction_figures(d):
+    """Gap figures (val and test) of each --fractions block: its arms against the twin at that
+    fraction and the regime's ceiling."""
+    _, full = regime_twins(d)
+    full_block = regime_arms(d).get(full)
+    for q, f in (d.get("fractions") or {}).items():
+        partial = twin(float(q))
+        arms = {partial: d["curve"][partial], full: full_block, **f["arms"]}
+        f["figures"] = quality.gap_figures(arms, partial=partial, full=full)
+        f["test"] = test_figures(arms, partial=partial, full=full)
 
 
 def comparisons(arms):
@@ -564,6 +590,7 @@ def _write_results(args, runs_by_dataset):
                                 f"{dataset}, {d['choice']['regime']}", arms)
             update_quality_json(args.results, dataset, d["choice"]["regime"], {**d["figures"], "test": d["test"]})
             d["rescored"] = rescored_figures(arms, partial, full, args.eval_score_thresh)
+            fraction_figures(d)
             d["comparisons"] = comparisons(d["arms"])
         result["datasets"][dataset] = d
     result["datasets"] = {d: result["datasets"][d] for d in SOURCE if d in result["datasets"]}  # a stable order
@@ -581,6 +608,10 @@ def _write_results(args, runs_by_dataset):
                 lines += ["", "On the test split: " + test_line(d["test"])]
             if d.get("rescored"):
                 lines += ["", rescored_line(d["rescored"])]
+            for q, f in (d.get("fractions") or {}).items():
+                lines += ["", f"At {q} % labeled (val: " + ", ".join(
+                    f"{arm} closes {g:.3f}" for arm, g in f["figures"].get("gap_closed_by_arm", {}).items())
+                    + "); on the test split: " + test_line(f["test"])]
             if d.get("comparisons"):
                 lines += ["", "Each arm against the arm it changes one thing of (teacher AP; the source's sign: "
                               "the paper's ablations, or the gain its later method reported):", ""]
@@ -642,6 +673,9 @@ def main():
                         help="schedules of the arms and the twin at the regime's percent (val chooses each one's)")
     parser.add_argument("--twin-schedules", type=float, nargs="+",
                         help="schedules of the twin at the regime's percent (default: --schedules)")
+    parser.add_argument("--fractions", type=float, nargs="*", default=[],
+                        help="other label fractions (each also in --percents) the --arms train at, 1x: the "
+                             "forecast's calibration points (the block `fractions`)")
     parser.add_argument("--retrain-for-test", action="store_true",
                         help="train again a recorded run that has no test figure and no final model left")
     parser.add_argument("--parallel", type=int, default=1, help="runs trained at once")
@@ -660,6 +694,8 @@ def main():
     args = parser.parse_args()
     if 100 not in args.percents:
         parser.error("--percents needs 100: the fully labeled twin is the curve's reference")
+    if any(q not in args.percents or q == 100 for q in args.fractions):
+        parser.error("--fractions: each must be one of --percents, under 100 (its twin is the reference)")
     recorded = recorded_runs(args.results, args.start)
     runs = {d: recorded.get(d, {}) for d in args.dataset}
     regimes = {d: Regime(d, args, runs[d]) for d in args.dataset}
@@ -675,7 +711,9 @@ def main():
                            for d in args.dataset if chosen[d]]
         train(regimes, args, runs, stretched_twins + [
             (d, schedule_name(f"{arm}_{chosen[d]['percent']:g}pct", k), arm, chosen[d]["percent"], s, k)
-            for s in args.seeds for k in args.schedules for arm in args.arms for d in args.dataset if chosen[d]])
+            for s in args.seeds for k in args.schedules for arm in args.arms for d in args.dataset if chosen[d]]
+            + [(d, f"{arm}_{q:g}pct", arm, q, s, 1) for s in args.seeds for q in args.fractions for arm in args.arms
+               for d in args.dataset if chosen[d] and q != chosen[d]["percent"]])
     for d in args.dataset:  # runs finished before rescoring or the test split existed
         for name, seeds in runs[d].items():
             for seed in seeds:

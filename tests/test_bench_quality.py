@@ -435,3 +435,32 @@ def test_the_scratch_regime_trains_from_random_weights_into_its_own_files(tmp_pa
     scratch = json.loads((results / "quality.json").read_text())["datasets"]["shapes"]["regimes"]["scratch_10pct"]
     assert scratch["test"]["gap_closed_recommended"] == pytest.approx(0.5, abs=1e-4)
     assert scratch["supervised_ratio"] == pytest.approx(50 / 60, abs=1e-4)  # regimes.py's val, not quality.py's 40 / 60
+
+
+def test_the_recipes_at_other_fractions_are_calibration_points_against_the_same_ceiling(tmp_path):
+    # regime 2 % (twin 40); --fractions 5: twin 50 (test 49), ceiling 70 (test 69); at 5 % the
+    # published method 55 (test 54) closes (55 - 50) / (70 - 50) = 0.25, the recommended 60 (test 59)
+    # 0.5; the calibration reads a point at 5 % with gains +5 / +10 on the gap 20
+    curve = {"supervised_2pct": {"seeds": {"1": regime_run(40, test_ap=38)}},
+             "supervised_5pct": {"seeds": {"1": regime_run(50, test_ap=49)}},
+             "supervised_100pct": {"seeds": {"1": regime_run(70, test_ap=69)}}}
+    arms = {"soft_teacher": {"run": "soft_teacher_2pct", "seeds": {"1": regime_run(50, test_ap=48)}}}
+    fractions = {"5": {"arms": {arm: {"run": f"{arm}_5pct", "seeds": {"1": regime_run(ap, test_ap=ap - 1)}}
+                                for arm, ap in (("soft_teacher", 55), ("plus_no_box_jitter_mixpl", 60))}}}
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "regimes.json").write_text(json.dumps(
+        {"datasets": {"shapes": {"curve": curve, "arms": arms, "fractions": fractions}}}))
+    subprocess.run([sys.executable, os.path.join(REPO, "bench", "regimes.py"), "--report-only", "--dataset", "shapes",
+                    "--percents", "100", "2", "5", "--percent", "2", "--results", str(results),
+                    "--work-dir", str(tmp_path / "work")], check=True, capture_output=True)
+    at5 = json.loads((results / "regimes.json").read_text())["datasets"]["shapes"]["fractions"]["5"]
+    assert set(at5["arms"]) == {"soft_teacher", "plus_no_box_jitter_mixpl"}  # read back, not lost
+    assert at5["figures"]["gap_closed_by_arm"] == {"soft_teacher": 0.25, "plus_no_box_jitter_mixpl": 0.5}
+    assert at5["test"]["gap_closed_by_arm"] == {"soft_teacher": 0.25, "plus_no_box_jitter_mixpl": 0.5}
+    code = f"import json, forecast_calibration as c; print(json.dumps(c.points({str(results)!r})))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=os.path.join(REPO, "bench"), check=True,
+                         capture_output=True, text=True).stdout
+    points = {p["percent"]: p for p in json.loads(out.strip().splitlines()[-1])}
+    assert points[5.0]["gap"] == 20.0 and points[5.0]["gain"] == {"published": 5.0, "recommended": 10.0}
+    assert points[2.0]["gain"] == {"published": 10.0}
