@@ -257,6 +257,8 @@ def runs_of(regimes):
     for fraction in (regimes.get("fractions") or {}).values():
         for block in fraction["arms"].values():
             runs[block["run"]] = dict(block["seeds"])
+    for name, block in (regimes.get("other_runs") or {}).items():
+        runs[name] = dict(block["seeds"])
     return runs
 
 
@@ -404,6 +406,11 @@ def dataset_result(dataset, runs, percents, args):
                 arms[arm] = {**b, "run": name}
         if arms and twin(q) in curve:
             out.setdefault("fractions", {})[f"{q:g}"] = {"arms": arms}
+    placed = runs_of(out)  # a run of an earlier regime choice, kept (a longer schedule at another fraction)
+    others = {name: block(name, "recorded outside the chosen regime", seeds)
+              for name, seeds in runs.items() if name not in placed and seeds}
+    if others:
+        out["other_runs"] = others
     return out
 
 

@@ -447,14 +447,18 @@ def test_the_recipes_at_other_fractions_are_calibration_points_against_the_same_
     arms = {"soft_teacher": {"run": "soft_teacher_2pct", "seeds": {"1": regime_run(50, test_ap=48)}}}
     fractions = {"5": {"arms": {arm: {"run": f"{arm}_5pct", "seeds": {"1": regime_run(ap, test_ap=ap - 1)}}
                                 for arm, ap in (("soft_teacher", 55), ("plus_no_box_jitter_mixpl", 60))}}}
+    # a longer schedule at 5 %, from when 5 % was the regime: no block of the 2 % regime holds it
+    others = {"other_runs": {"soft_teacher_5pct_2x": {"seeds": {"1": regime_run(57)}}}}
     results = tmp_path / "results"
     results.mkdir()
     (results / "regimes.json").write_text(json.dumps(
-        {"datasets": {"shapes": {"curve": curve, "arms": arms, "fractions": fractions}}}))
+        {"datasets": {"shapes": {"curve": curve, "arms": arms, "fractions": fractions, **others}}}))
     subprocess.run([sys.executable, os.path.join(REPO, "bench", "regimes.py"), "--report-only", "--dataset", "shapes",
                     "--percents", "100", "2", "5", "--percent", "2", "--results", str(results),
                     "--work-dir", str(tmp_path / "work")], check=True, capture_output=True)
-    at5 = json.loads((results / "regimes.json").read_text())["datasets"]["shapes"]["fractions"]["5"]
+    shapes = json.loads((results / "regimes.json").read_text())["datasets"]["shapes"]
+    assert shapes["other_runs"]["soft_teacher_5pct_2x"]["seeds"]["1"]["final"]["teacher"]["AP"] == 57
+    at5 = shapes["fractions"]["5"]
     assert set(at5["arms"]) == {"soft_teacher", "plus_no_box_jitter_mixpl"}  # read back, not lost
     assert at5["figures"]["gap_closed_by_arm"] == {"soft_teacher": 0.25, "plus_no_box_jitter_mixpl": 0.5}
     assert at5["test"]["gap_closed_by_arm"] == {"soft_teacher": 0.25, "plus_no_box_jitter_mixpl": 0.5}
