@@ -6,9 +6,10 @@ errors.
 
 Reads ``bench/results/regimes.json`` (pretrained start: the supervised twin at 1, 2, 5, 10 and
 100 %, the recipes at the COCO-like fraction and at bench/regimes.py's ``--fractions``) and
-``bench/results/quality.json`` (from scratch: the twins at 10 and 100 %, the recipes at 10 %). For
-each point, the gap (fully labeled twin minus the partial one) and the share of it each recipe
-closed (teacher AP, mean of the recorded seeds).
+``regimes_scratch.json`` (the same from random weights) or, where that has no point,
+``quality.json`` (from scratch: the twins at 10 and 100 %, the recipes at 10 %). For each point,
+the gap (fully labeled twin minus the partial one) and the share of it each recipe closed (teacher
+AP, mean of the recorded seeds).
 
 Leave one dataset out:
 - gain: the share measured on the other dataset (same start) times this dataset's gap, against the
@@ -53,27 +54,39 @@ def ceiling_ap(d):
 
 
 def points(results):
-    with open(os.path.join(results, "regimes.json")) as f:
-        regimes = json.load(f)["datasets"]
+    out = []
+    for name, start in (("regimes.json", "pretrained"), ("regimes_scratch.json", "scratch")):
+        path = os.path.join(results, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                out += regime_points(json.load(f)["datasets"], start)
     with open(os.path.join(results, "quality.json")) as f:
         quality = json.load(f)["datasets"]
+    measured = {(p["dataset"], p["start"]) for p in out}
+    for dataset, d in quality.items():  # bench/quality.py's from-scratch runs, where regimes_scratch has none
+        arms = d.get("arms", {})
+        if (dataset, "scratch") in measured or "supervised_10pct" not in arms or "supervised_100pct" not in arms:
+            continue
+        twin, full = teacher_ap(arms["supervised_10pct"]), teacher_ap(arms["supervised_100pct"])
+        gains = {r: teacher_ap(arms[arm]) - twin for r, arm in RECIPES.items() if arm in arms}
+        out.append(point(dataset, "scratch", 10, twin, full, gains))
+    return out
+
+
+def regime_points(datasets, start):
+    """A point per fraction with a recipe run: the regime's and bench/regimes.py --fractions'."""
     out = []
-    for dataset, d in regimes.items():
+    for dataset, d in datasets.items():
+        if not d.get("choice"):
+            continue
         full = ceiling_ap(d)
-        fractions = {d["choice"]["percent"]: d["arms"],  # the regime's and bench/regimes.py --fractions'
+        fractions = {d["choice"]["percent"]: d["arms"],
                      **{float(q): f["arms"] for q, f in (d.get("fractions") or {}).items()}}
         for p, arms in sorted(fractions.items()):
             twin = teacher_ap(d["curve"][f"supervised_{p:g}pct"])
             gains = {r: teacher_ap(arms[arm]) - twin for r, arm in RECIPES.items() if arm in arms}
             if gains:
-                out.append(point(dataset, "pretrained", p, twin, full, gains))
-    for dataset, d in quality.items():
-        arms = d.get("arms", {})
-        if "supervised_10pct" not in arms or "supervised_100pct" not in arms:
-            continue
-        twin, full = teacher_ap(arms["supervised_10pct"]), teacher_ap(arms["supervised_100pct"])
-        gains = {r: teacher_ap(arms[arm]) - twin for r, arm in RECIPES.items() if arm in arms}
-        out.append(point(dataset, "scratch", 10, twin, full, gains))
+                out.append(point(dataset, start, p, twin, full, gains))
     return out
 
 

@@ -468,3 +468,19 @@ def test_the_recipes_at_other_fractions_are_calibration_points_against_the_same_
     points = {p["percent"]: p for p in json.loads(out.strip().splitlines()[-1])}
     assert points[5.0]["gap"] == 20.0 and points[5.0]["gain"] == {"published": 5.0, "recommended": 10.0}
     assert points[2.0]["gain"] == {"published": 10.0}
+    assert {p["start"] for p in points.values()} == {"pretrained"}
+    # the same block from random weights (regimes_scratch.json) is a scratch point, in place of
+    # bench/quality.py's own scratch runs
+    write_run(str(tmp_path / "work"), "shapes", "supervised_10pct", 1, 30, 35)
+    write_run(str(tmp_path / "work"), "shapes", "supervised_100pct", 1, 40, 45)
+    subprocess.run([sys.executable, os.path.join(REPO, "bench", "quality.py"), "--report-only", "--work-dir",
+                    str(tmp_path / "work"), "--results", str(results)], check=True, capture_output=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=os.path.join(REPO, "bench"), check=True,
+                         capture_output=True, text=True).stdout
+    assert [(p["start"], p["gap"]) for p in json.loads(out.strip().splitlines()[-1])] == [
+        ("pretrained", 30.0), ("pretrained", 20.0), ("scratch", 10.0)]
+    (results / "regimes_scratch.json").write_text((results / "regimes.json").read_text())
+    out = subprocess.run([sys.executable, "-c", code], cwd=os.path.join(REPO, "bench"), check=True,
+                         capture_output=True, text=True).stdout
+    assert [(p["start"], p["gap"]) for p in json.loads(out.strip().splitlines()[-1])] == [
+        ("pretrained", 30.0), ("pretrained", 20.0), ("scratch", 30.0), ("scratch", 20.0)]
