@@ -213,7 +213,7 @@ def test_a_run_rewriting_a_dataset_keeps_the_runs_another_process_recorded_there
             "plus_no_box_jitter_2pct": {"1": regime_run(50)}}
     code = ("import argparse, json, sys, regimes\n"
             f"args = argparse.Namespace(results={str(results)!r}, opts=[], percents=[100, 2], percent=2.0,\n"
-            "                          report_only=False, eval_score_thresh=0)\n"
+            "                          report_only=False, eval_score_thresh=0, start='pretrained')\n"
             "regimes.write_results(args, {'shapes': json.loads(sys.stdin.read())})\n")
     subprocess.run([sys.executable, "-c", code], cwd=os.path.join(REPO, "bench"), input=json.dumps(mine),
                    text=True, check=True, capture_output=True)
@@ -233,7 +233,7 @@ def test_the_result_file_lists_the_datasets_in_one_order_whichever_process_wrote
     for dataset in ("glyphs", "shapes"):
         code = ("import argparse, json, sys, regimes\n"
                 f"args = argparse.Namespace(results={str(results)!r}, opts=[], percents=[100, 2], percent=2.0,\n"
-                "                          report_only=False, eval_score_thresh=0)\n"
+                "                          report_only=False, eval_score_thresh=0, start='pretrained')\n"
                 f"regimes.write_results(args, {{{dataset!r}: json.loads(sys.stdin.read())}})\n")
         subprocess.run([sys.executable, "-c", code], cwd=os.path.join(REPO, "bench"), input=json.dumps(runs),
                        text=True, check=True, capture_output=True)
