@@ -101,14 +101,17 @@ def pretrained_start(dataset, quality_work_dir, work_dir):
     return path
 
 
+def file_stem(start):
+    """What a start's work dir and result files are named after."""
+    return "regimes" if start == "pretrained" else "regimes_scratch"
+
+
 def work_dir(args):
-    return args.work_dir or os.path.join(REPO, "output", "bench", "regimes" if args.start == "pretrained"
-                                         else "regimes_scratch")
+    return args.work_dir or os.path.join(REPO, "output", "bench", file_stem(args.start))
 
 
 def result_path(results_dir, start, suffix):
-    """regimes<suffix> (pretrained start) or regimes_scratch<suffix> in the results folder."""
-    return os.path.join(results_dir, ("regimes" if start == "pretrained" else "regimes_scratch") + suffix)
+    return os.path.join(results_dir, file_stem(start) + suffix)
 
 
 def start_title(d):
@@ -302,8 +305,9 @@ def schedule_choice(dataset, runs, base, what):
 
 
 def ceiling(dataset, runs, start):
-    """The fully labeled twin's schedules and the one val chooses: the ceiling."""
-    return schedule_choice(dataset, runs, twin(100), f"supervised, 100 % labeled, {START[start]}")
+    """The fully labeled twin's schedules and the one val chooses: the ceiling (``start``: how the
+    runs began, in words)."""
+    return schedule_choice(dataset, runs, twin(100), f"supervised, 100 % labeled, {start}")
 
 
 def base_iters(dataset):
@@ -367,14 +371,15 @@ def block(name, what, runs):
 
 
 def dataset_result(dataset, runs, percents, args):
+    start = START[args.start]
     curve = {}
     recorded = {float(m.group(1)) for m in map(TWIN_NAME.match, runs) if m}
     known = set(percents) | recorded
     for p in sorted(known):
-        b = block(twin(p), f"supervised, {p:g} % labeled, {START[args.start]}", runs.get(twin(p), {}))
+        b = block(twin(p), f"supervised, {p:g} % labeled, {start}", runs.get(twin(p), {}))
         if b:
             curve[twin(p)] = {**b, "percent": p}
-    top = ceiling(dataset, runs, args.start)
+    top = ceiling(dataset, runs, start)
     full = (top["runs"].get(top["run"]) or curve.get(top["run"])) if top else None
     # the choice reads the whole recorded curve; a training run also waits for the percents it trains
     choice = choose(curve, sorted(recorded | {100} if args.report_only else known), full)
@@ -387,21 +392,21 @@ def dataset_result(dataset, runs, percents, args):
     if choice is None:
         return out
     p = choice["percent"]
-    out["twin_schedules"] = schedule_choice(dataset, runs, twin(p), f"supervised, {p:g} % labeled, {START[args.start]}")
+    out["twin_schedules"] = schedule_choice(dataset, runs, twin(p), f"supervised, {p:g} % labeled, {start}")
     for arm in quality.ARMS:
         name = f"{arm}_{p:g}pct"
         what = quality.ARMS[arm][0].replace("10 % labeled + 90 % unlabeled", f"{p:g} % labeled + the rest unlabeled")
-        b = block(name, f"{what}; {START[args.start]}", runs.get(name, {}))
+        b = block(name, f"{what}; {start}", runs.get(name, {}))
         if b and arm not in quality.SUPERVISED:
             out["arms"][arm] = {**b, "run": name}
-        stretched = schedule_choice(dataset, runs, name, f"{what}; {START[args.start]}") if b else None
+        stretched = schedule_choice(dataset, runs, name, f"{what}; {start}") if b else None
         if stretched and stretched["runs"]:
             out.setdefault("arm_schedules", {})[arm] = stretched
     for q in sorted(known - {p, 100}):  # --fractions: the arms at other fractions, 1x
         arms = {}
         for arm in quality.ARMS:
             name = f"{arm}_{q:g}pct"
-            b = block(name, f"{arm}, {q:g} % labeled; {START[args.start]}", runs.get(name, {}))
+            b = block(name, f"{arm}, {q:g} % labeled; {start}", runs.get(name, {}))
             if b and arm not in quality.SUPERVISED:
                 arms[arm] = {**b, "run": name}
         if arms and twin(q) in curve:
@@ -414,11 +419,9 @@ def dataset_result(dataset, runs, percents, args):
     return out
 
 
-def fraction_figures(d):
+def fraction_figures(d, full, full_block):
     """Gap figures (val and test) of each --fractions block: its arms against the twin at that
-    fraction and the regime's ceiling."""
-    _, full = regime_twins(d)
-    full_block = regime_arms(d).get(full)
+    fraction and the regime's ceiling (``full``, its block)."""
     for q, f in (d.get("fractions") or {}).items():
         partial = twin(float(q))
         arms = {partial: d["curve"][partial], full: full_block, **f["arms"]}
@@ -597,7 +600,7 @@ def _write_results(args, runs_by_dataset):
                                 f"{dataset}, {d['choice']['regime']}", arms)
             update_quality_json(args.results, dataset, d["choice"]["regime"], {**d["figures"], "test": d["test"]})
             d["rescored"] = rescored_figures(arms, partial, full, args.eval_score_thresh)
-            fraction_figures(d)
+            fraction_figures(d, full, arms.get(full))
             d["comparisons"] = comparisons(d["arms"])
         result["datasets"][dataset] = d
     result["datasets"] = {d: result["datasets"][d] for d in SOURCE if d in result["datasets"]}  # a stable order

@@ -410,7 +410,7 @@ def test_the_scratch_regime_trains_from_random_weights_into_its_own_files(tmp_pa
     code = ("import json, sys, quality, regimes\n"
             "quality.run_arm = lambda dataset, arm, seed, root, opts, run_name=None: print(json.dumps([root, opts]))\n"
             "args = regimes.argparse.Namespace(start='scratch', work_dir=None, retrain_for_test=False, opts=[])\n"
-            "regimes.Regime('shapes', args, {}).run('supervised_10pct', 'supervised_10pct', 10, 1)\n")
+            "regimes.Regime('shapes', args, {}).run('supervised_10pct', 'supervised_10pct', 10, 99)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=os.path.join(REPO, "bench"), capture_output=True, text=True)
     root, opts = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("[")))
     assert root.endswith(os.path.join("output", "bench", "regimes_scratch", "shapes"))
