@@ -12,14 +12,17 @@ the gap (fully labeled twin minus the partial one) and the share of it each reci
 AP, mean of the recorded seeds).
 
 Leave one dataset out:
-- gain: the share measured on the other dataset (same start) times this dataset's gap, against the
-  gain measured here; within target when the error is at most half the measured gain or 1.5 AP;
+- gain: each relation of ``softteacher.forecast.RELATIONS`` (gain = k * f(gap, fully labeled AP)),
+  k measured on the other dataset (same start), against the gain measured here; within target when
+  the error is at most half the measured gain or 1.5 AP. The calibration keeps the relation with
+  the fewest misses, the simplest (first) on a tie;
 - ceiling: the learning curve (``softteacher.forecast``) fitted to the twin's points at and under a
   fraction (at least three), extrapolated to every training image, against the fully labeled twin.
 
 The same two forecasts are checked on published curves this project never trained on
 (``bench/published_curves.json``: COCO's supervised models at 1, 5, 10 and 100 % and the published
-method at the partial fractions), with the shares measured on both generated datasets.
+method at the partial fractions), with k measured on both generated datasets; they do not choose
+the relation.
 
 Writes ``bench/results/forecast_calibration.json`` (points, forecasts, errors) and the calibration
 the tool reads, ``projects/SoftTeacher/softteacher/forecast_calibration.json``.
@@ -32,7 +35,7 @@ import statistics
 import sys
 import time
 
-from softteacher.forecast import CALIBRATION_FILE, NoForecast, curve_at, fit_learning_curve
+from softteacher.forecast import CALIBRATION_FILE, RELATIONS, NoForecast, curve_at, fit_learning_curve
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = {"published": "soft_teacher", "recommended": "plus_no_box_jitter_mixpl"}
@@ -102,21 +105,36 @@ def within(error, measured, tolerance=GAIN_TOLERANCE):
     return abs(error) <= max(tolerance[0] * abs(measured), tolerance[1])
 
 
-def gain_loo(pts):
+def forecast_gain(others, recipe, relation, gap, full):
+    """The gain forecast for a gap, k the mean over ``others`` (calibration points) of the recipe's
+    gain / f(gap, full); None when none has the recipe."""
+    scale = RELATIONS[relation]
+    ks = [q["gain"][recipe] / scale(q["gap"], q["full_ap"]) for q in others if recipe in q["gain"]]
+    return statistics.fmean(ks) * scale(gap, full) if ks else None
+
+
+def gain_loo(pts, relation):
     rows = []
     for p in pts:
         others = [q for q in pts if q["dataset"] != p["dataset"] and q["start"] == p["start"]]
         for recipe, measured in p["gain"].items():
-            shares = [q["gap_closed"][recipe] for q in others if recipe in q["gap_closed"]]
-            if not shares:
-                continue
-            rows.append(gain_row(p["dataset"], p["start"], p["percent"], recipe, measured,
-                                 statistics.fmean(shares) * p["gap"]))
+            forecast = forecast_gain(others, recipe, relation, p["gap"], p["full_ap"])
+            if forecast is not None:
+                rows.append(gain_row(p["dataset"], p["start"], p["percent"], recipe, measured, forecast, relation))
     return rows
 
 
-def gain_row(dataset, start, percent, recipe, measured, forecast):
-    return {"dataset": dataset, "start": start, "percent": percent, "recipe": recipe,
+def choose_relation(pts):
+    """(the relation with the fewest leave-one-dataset-out misses, the simplest on a tie, its rows,
+    every relation's misses)."""
+    rows = {relation: gain_loo(pts, relation) for relation in RELATIONS}
+    misses = {relation: sum(not r["within_target"] for r in rs) for relation, rs in rows.items()}
+    best = min(RELATIONS, key=lambda relation: misses[relation])  # min keeps the first of equals
+    return best, rows[best], misses
+
+
+def gain_row(dataset, start, percent, recipe, measured, forecast, relation):
+    return {"dataset": dataset, "start": start, "percent": percent, "recipe": recipe, "relation": relation,
             "measured_gain": round(measured, 2), "forecast_gain": round(forecast, 2),
             "error": round(forecast - measured, 2), "within_target": within(forecast - measured, measured)}
 
@@ -156,10 +174,10 @@ def ceiling_loo(results):
     return rows
 
 
-def published_rows(path, pts):
+def published_rows(path, pts, relation):
     """Published curves: the ceiling fitted to every partial fraction against the published fully
-    labeled model, and each recipe's gain forecast from the share closed on the generated datasets
-    (same start) times the published gap, against the published gain."""
+    labeled model, and each recipe's gain forecast by the relation, k measured on the generated
+    datasets (same start), against the published gain."""
     with open(path) as f:
         curves = json.load(f)["curves"]
     ceilings, gains = [], []
@@ -169,19 +187,19 @@ def published_rows(path, pts):
         counts = [c["train_images"] * p / 100 for p in parts]
         aps = [c["supervised"][f"{p:g}"] for p in parts]
         ceilings.append(ceiling_row(name, c["start"], parts, counts, aps, full, c["train_images"]))
+        same_start = [q for q in pts if q["start"] == c["start"]]
         for recipe, results in c["recipes"].items():
-            shares = [q["gap_closed"][recipe] for q in pts if q["start"] == c["start"] and recipe in q["gap_closed"]]
             for percent, ap in results.items():
                 twin = c["supervised"][percent]
                 gains.append(gain_row(name, c["start"], float(percent), recipe, ap - twin,
-                                      statistics.fmean(shares) * (full - twin)))
+                                      forecast_gain(same_start, recipe, relation, full - twin, full), relation))
     return ceilings, gains
 
 
-def tool_rows(paths, pts, results):
+def tool_rows(paths, pts, results, relation):
     """The tool's forecasts (forecast.json of runs on a generated dataset's regime split) against
     what was measured there: its ceiling against the fully labeled twin, and its gain forecast
-    with the share measured on the other dataset against the gain measured here."""
+    by the relation, k measured on the other dataset, against the gain measured here."""
     with open(os.path.join(results, "regimes.json")) as f:
         regimes = json.load(f)["datasets"]
     rows = []
@@ -201,10 +219,11 @@ def tool_rows(paths, pts, results):
                    forecast_full=round(fc["all_labeled"], 2),
                    ceiling_error=round(fc["all_labeled"] - full, 2),
                    ceiling_within_target=abs(fc["all_labeled"] - full) <= CEILING_TOLERANCE, gains={})
-        here = next(p for p in pts if p["dataset"] == dataset and p["start"] == "pretrained")
+        here = next((p for p in pts if p["dataset"] == dataset and p["start"] == "pretrained"
+                    and p["labeled"] == fc["labeled"]), {"gain": {}})  # no recipe measured at that count: no check
+        others = [q for q in pts if q["dataset"] != dataset and q["start"] == "pretrained"]
         for recipe, measured in here["gain"].items():
-            shares = [q["gap_closed"][recipe] for q in pts if q["dataset"] != dataset and q["start"] == "pretrained"]
-            forecast = statistics.fmean(shares) * fc["gap"]
+            forecast = forecast_gain(others, recipe, relation, fc["gap"], fc["all_labeled"])
             row["gains"][recipe] = {"measured": round(measured, 2), "forecast": round(forecast, 2),
                                     "error": round(forecast - measured, 2),
                                     "within_target": within(forecast - measured, measured)}
@@ -231,14 +250,16 @@ def main():
                         help="published curves the forecast is also checked on")
     args = parser.parse_args()
     pts = points(args.results)
-    published_ceilings, published_gains = published_rows(args.published, pts)
-    gains, ceilings = gain_loo(pts) + published_gains, ceiling_loo(args.results) + published_ceilings
-    tool = tool_rows(args.tool_forecasts, pts, args.results)
+    relation, generated_gains, misses = choose_relation(pts)
+    published_ceilings, published_gains = published_rows(args.published, pts, relation)
+    gains, ceilings = generated_gains + published_gains, ceiling_loo(args.results) + published_ceilings
+    tool = tool_rows(args.tool_forecasts, pts, args.results, relation)
     calibration = {
-        "what": "share of the gap (fully labeled twin - partial twin, teacher AP) each recipe closed, per "
-                "dataset and start; written by bench/forecast_calibration.py from bench/results",
-        "recipes": {r: arm for r, arm in RECIPES.items()}, "recommended": "recommended",
-        "points": [{k: p[k] for k in ("dataset", "start", "percent", "gap", "gap_closed")} for p in pts],
+        "what": "gap (fully labeled twin - partial twin, teacher AP) and share of it each recipe closed, per "
+                "dataset and start, and the relation of gain to gap the forecast uses (softteacher.forecast."
+                "RELATIONS); written by bench/forecast_calibration.py from bench/results",
+        "recipes": {r: arm for r, arm in RECIPES.items()}, "recommended": "recommended", "relation": relation,
+        "points": [{k: p[k] for k in ("dataset", "start", "percent", "gap", "full_ap", "gap_closed")} for p in pts],
         "leave_one_out": loo_summary(gains),
         # the errors of the AP-with-everything-labeled forecast by how far it extrapolated (training
         # images / the largest part fitted): the curve fitted to recorded twins and the tool's own runs
@@ -247,7 +268,8 @@ def main():
     }
     report = {"command": "python bench/forecast_calibration.py " + " ".join(sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d"), "points": pts, "gain_leave_one_out": gains,
-              "ceiling_leave_one_out": ceilings, "tool_forecasts": tool,
+              "relation": relation, "relation_misses": misses, "ceiling_leave_one_out": ceilings,
+              "tool_forecasts": tool,
               "targets": {"gain": "error within max(50 % of the measured gain, 1.5 AP)",
                           "ceiling": f"error within {CEILING_TOLERANCE:g} AP"},
               "met": {"gain": all(r["within_target"] for r in gains),
@@ -257,6 +279,7 @@ def main():
         with open(path, "w") as f:
             json.dump(data, f, indent=1)
         print(path)
+    print(f"relation: {relation} (leave-one-dataset-out misses: {misses})")
     for r in gains:
         print(f"{r['dataset']:6} {r['start']:10} {r['percent']:>4g} % {r['recipe']:11} "
               f"measured {r['measured_gain']:+5.1f} forecast {r['forecast_gain']:+5.1f} error {r['error']:+5.1f} "

@@ -12,7 +12,7 @@ from softteacher.forecast import (
     curve_at,
     fit_learning_curve,
     forecast,
-    gain_share,
+    gain_coefficient,
     verdict,
 )
 from softteacher.tools import forecast as forecast_tool
@@ -60,18 +60,21 @@ def test_the_verdict_at_its_boundaries(label_gain, semi_gain, expected):
     assert verdict(label_gain, semi_gain)[0] == expected
 
 
-CALIBRATION = {
+CALIBRATION = {  # twins at 58 / 70 = 0.829 and 60 / 70 = 0.857 of their fully labeled model
     "recipes": {"published": "soft_teacher", "recommended": "plus_no_box_jitter_mixpl"},
-    "recommended": "recommended",
-    "points": [{"dataset": "a", "start": "pretrained", "gap_closed": {"published": 0.4, "recommended": 0.7}},
-               {"dataset": "b", "start": "pretrained", "gap_closed": {"published": 0.6, "recommended": 0.8}},
-               {"dataset": "a", "start": "scratch", "gap_closed": {"published": 0.0, "recommended": 0.3}}],
+    "recommended": "recommended", "relation": "share",
+    "points": [{"dataset": "a", "start": "pretrained", "gap": 12.0, "full_ap": 70.0,
+                "gap_closed": {"published": 0.4, "recommended": 0.7}},
+               {"dataset": "b", "start": "pretrained", "gap": 10.0, "full_ap": 70.0,
+                "gap_closed": {"published": 0.6, "recommended": 0.8}},
+               {"dataset": "a", "start": "scratch", "gap": 5.0, "full_ap": 60.0,
+                "gap_closed": {"published": 0.0, "recommended": 0.3}}],
     "leave_one_out": {"published": {"pretrained": 2.0}, "recommended": {"pretrained": 1.0}},
 }
 
 
 def test_the_gain_is_the_calibrated_share_of_the_gap_to_everything_labeled():
-    assert gain_share(CALIBRATION, "published", True) == (pytest.approx(0.5), (0.4, 0.6))
+    assert gain_coefficient(CALIBRATION, "published", True) == (pytest.approx(0.5), pytest.approx((0.4, 0.6)))
     counts = [25, 50, 100, 200]
     out = forecast(counts, [curve_at(KNOWN, n) for n in counts], 200, 1800, True, CALIBRATION)
     gap = curve_at(KNOWN, 2000) - curve_at(KNOWN, 200)  # 69.3 - 57.9
@@ -83,6 +86,7 @@ def test_the_gain_is_the_calibrated_share_of_the_gap_to_everything_labeled():
     # 2x labels: 64.5 - 57.9 = +6.6 AP; the unlabeled images: 0.75 x 11.4 = +8.6 AP
     assert out["verdict"] == "train semi-supervised"
     assert "uncertain" not in out["reason"]  # the calibration has no ceiling error
+    assert out["ratio"] == pytest.approx(57.9 / 69.3, abs=0.005) and "outside" not in out["reason"]  # 0.835
     # errors measured at 5x, 10x (twice) and 50x: this forecast reaches 2000 / 200 = 10x
     errors = [{"reach": 5, "error": 30.0}, {"reach": 10, "error": -12.0}, {"reach": 10, "error": 3.0},
               {"reach": 50, "error": 40.0}]
@@ -97,7 +101,26 @@ def test_the_gain_is_the_calibrated_share_of_the_gap_to_everything_labeled():
     assert [ceiling_error({"ceiling_errors": errors}, r) for r in (2, 7, 10, 20, 80)] == [30.0, 12.0, 12.0, 40.0, 40.0]
     assert ceiling_error({}, 10) is None
     with pytest.raises(NoForecast, match="no point for published from a scratch start"):
-        gain_share({**CALIBRATION, "points": CALIBRATION["points"][:2]}, "published", False)
+        gain_coefficient({**CALIBRATION, "points": CALIBRATION["points"][:2]}, "published", False)
+
+
+def test_the_share_by_gap_fraction_relation_and_a_twin_outside_the_calibrated_ratios():
+    """gain = k * gap^2 / full: k = 0.4 x 70 / 12 = 2.333 on a, 0.6 x 70 / 10 = 4.2 on b, mean 3.267;
+    a twin at 0.83 of its ceiling, outside calibration points at 0.5 and 0.6, is said to extrapolate."""
+    by_fraction = {**CALIBRATION, "relation": "share_by_gap_fraction"}
+    k, (low, high) = gain_coefficient(by_fraction, "published", True)
+    assert (k, low, high) == (pytest.approx(49 / 15), pytest.approx(7 / 3), pytest.approx(4.2))
+    counts = [25, 50, 100, 200]
+    out = forecast(counts, [curve_at(KNOWN, n) for n in counts], 200, 1800, True, by_fraction)
+    scale = out["gap"] ** 2 / out["all_labeled"]  # 11.4^2 / 69.3 = 1.88
+    assert out["recipes"]["published"]["gain"] == pytest.approx(49 / 15 * scale)
+    assert out["recipes"]["published"]["interval"] == pytest.approx((7 / 3 * scale, 4.2 * scale))
+    assert out["recipes"]["published"]["share"] == pytest.approx(49 / 15 * out["gap"] / out["all_labeled"])
+    far = {**by_fraction, "points": [{**p, "gap": p["full_ap"] * (0.5 if p["dataset"] == "a" else 0.4)}
+                                     for p in by_fraction["points"]]}
+    out = forecast(counts, [curve_at(KNOWN, n) for n in counts], 200, 1800, True, far)
+    assert "; outside the calibration: its twins reached 0.50-0.60 of the AP with everything labeled, yours " \
+           "0.83, so the gain forecast extrapolates" in out["reason"]
 
 
 def forecast_config(tiny_shapes, tmp_path, num_images, name):
@@ -195,15 +218,22 @@ def test_the_tool_replans_from_the_speed_of_its_finished_runs(tiny_shapes, tmp_p
     assert clock[0] <= 30 * 60 + 1e-6  # within the budget; without the replan 40 + 3 x 30 + 3339 x 0.6 = 2133 s
 
 
-def test_published_curves_check_the_ceiling_and_the_calibrated_gain(tmp_path):
+@pytest.fixture(scope="module")
+def bench_calibration():
+    """bench/forecast_calibration.py, a script outside the package."""
     import importlib.util
 
     from conftest import REPO
 
     spec = importlib.util.spec_from_file_location("forecast_calibration",
                                                   os.path.join(REPO, "bench", "forecast_calibration.py"))
-    calibration = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(calibration)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_published_curves_check_the_ceiling_and_the_calibrated_gain(tmp_path, bench_calibration):
+    calibration = bench_calibration
     curve = {"c": 50.0, "h": 1096.63, "b": 1.0}  # h = e^7, on the fit's grid: the fit is exact
     full = curve_at(curve, 100000)  # 50 / (1 + 0.0109663) = 49.458
     published = {"curves": {"elsewhere": {
@@ -213,10 +243,10 @@ def test_published_curves_check_the_ceiling_and_the_calibrated_gain(tmp_path):
         "recipes": {"published": {"10": curve_at(curve, 10000) + 5.0}}}}}
     path = tmp_path / "published.json"
     path.write_text(json.dumps(published))
-    pts = [{"dataset": "a", "start": "pretrained", "gap_closed": {"published": 0.3}},
-           {"dataset": "b", "start": "pretrained", "gap_closed": {"published": 0.5}},
-           {"dataset": "a", "start": "scratch", "gap_closed": {"published": 0.9}}]  # another start: not read
-    ceilings, gains = calibration.published_rows(str(path), pts)
+    pts = [{"dataset": "a", "start": "pretrained", "gap": 10.0, "full_ap": 50.0, "gain": {"published": 3.0}},
+           {"dataset": "b", "start": "pretrained", "gap": 10.0, "full_ap": 50.0, "gain": {"published": 5.0}},
+           {"dataset": "a", "start": "scratch", "gap": 10.0, "full_ap": 50.0, "gain": {"published": 9.0}}]  # not read
+    ceilings, gains = calibration.published_rows(str(path), pts, "share")
     assert len(ceilings) == 1 and ceilings[0]["reach"] == 10.0 and ceilings[0]["parts"] == [1.0, 5.0, 10.0]
     assert ceilings[0]["error"] == pytest.approx(2.0, abs=0.05)
     assert ceilings[0]["within_target"] is True
@@ -225,3 +255,19 @@ def test_published_curves_check_the_ceiling_and_the_calibrated_gain(tmp_path):
     assert len(gains) == 1 and gains[0]["percent"] == 10.0 and gains[0]["measured_gain"] == 5.0
     assert gains[0]["forecast_gain"] == pytest.approx(0.96, abs=0.01)
     assert gains[0]["within_target"] is False
+
+
+def test_the_calibration_keeps_the_relation_with_fewest_leave_one_out_misses(bench_calibration):
+    """a closes 2 of a 10 AP gap under a 50 AP ceiling, b 12.5 of 25: one share (0.2 against 0.5)
+    misses both ways (forecast 5 against 2 and 5 against 12.5), k = gain / (gap^2 / full) = 1.0 on
+    both forecasts each exactly; where one share fits too, the simpler relation is kept."""
+    pts = [{"dataset": "a", "start": "pretrained", "percent": 5.0, "gap": 10.0, "full_ap": 50.0,
+            "gain": {"published": 2.0}},
+           {"dataset": "b", "start": "pretrained", "percent": 5.0, "gap": 25.0, "full_ap": 50.0,
+            "gain": {"published": 12.5}}]
+    relation, rows, misses = bench_calibration.choose_relation(pts)
+    assert relation == "share_by_gap_fraction" and misses == {"share": 2, "share_by_gap_fraction": 0}
+    assert [r["forecast_gain"] for r in rows] == [pytest.approx(2.0), pytest.approx(12.5)]
+    assert bench_calibration.gain_loo(pts, "share")[0]["forecast_gain"] == pytest.approx(5.0)
+    same = [{**p, "gap": 10.0, "gain": {"published": 2.0}} for p in pts]
+    assert bench_calibration.choose_relation(same)[0] == "share"

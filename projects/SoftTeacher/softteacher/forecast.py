@@ -6,9 +6,10 @@ measured on the generated datasets and checked on COCO's published curve
 The curve is AP(n) = c / (1 + (h / n)^b), n labeled images: a log-logistic (S-shaped in log n)
 curve that saturates at c. On the generated datasets' measured curves it extrapolated to the
 fully labeled model better than a power law c - a * n^-b, which keeps rising from the steep part
-of the curve (bench/README.md). The gain of training with the unlabeled images is forecast as
-k * (AP(labeled + unlabeled) - AP(labeled)): the recipe closes a share k of the gap to the model
-that had every image labeled, k measured per recipe and start (pretrained or from scratch).
+of the curve (bench/README.md). The gain of training with the unlabeled images is forecast from
+the gap to the model that had every image labeled, gap = AP(labeled + unlabeled) - AP(labeled),
+by the calibration's relation (``RELATIONS``), its coefficient k measured per recipe and start
+(pretrained or from scratch).
 """
 
 import json
@@ -23,6 +24,11 @@ LOG_MIDPOINTS = np.linspace(0.0, 14.0, 281)
 MAX_AP = 100.0
 MIN_POINTS, MIN_IMAGES = 3, 8  # fewer labeled parts, or a smallest part under this, and no curve is fitted
 HELPS = 1.5  # AP: a gain under this "will not help much"
+# the gain is k * RELATIONS[relation](gap, AP with everything labeled)
+RELATIONS = {
+    "share": lambda gap, full: gap,  # a recipe closes the same share of every gap
+    "share_by_gap_fraction": lambda gap, full: gap * gap / full,  # ... a share that grows with gap / full
+}
 
 
 class NoForecast(ValueError):
@@ -61,15 +67,23 @@ def load_calibration(path=CALIBRATION_FILE):
         return json.load(f)
 
 
-def gain_share(calibration, recipe, pretrained):
-    """(share of the gap closed, its interval [low, high]) of a recipe for a start, from the
-    calibration's measured points."""
+def gain_coefficient(calibration, recipe, pretrained):
+    """(k, its interval [low, high]) of a recipe for a start: the mean and range over the
+    calibration's measured points of gain / RELATIONS[relation](gap, full)."""
     start = "pretrained" if pretrained else "scratch"
-    shares = [p["gap_closed"][recipe] for p in calibration["points"]
-              if p["start"] == start and recipe in p["gap_closed"]]
-    if not shares:
+    scale = RELATIONS[calibration["relation"]]
+    ks = [p["gap_closed"][recipe] * p["gap"] / scale(p["gap"], p["full_ap"]) for p in calibration["points"]
+          if p["start"] == start and recipe in p["gap_closed"]]
+    if not ks:
         raise NoForecast(f"the calibration has no point for {recipe} from a {start} start")
-    return float(np.mean(shares)), (min(shares), max(shares))
+    return float(np.mean(ks)), (min(ks), max(ks))
+
+
+def calibrated_ratios(calibration, pretrained):
+    """(lowest, highest) partial-twin AP / fully labeled AP among the calibration's points of a start."""
+    start = "pretrained" if pretrained else "scratch"
+    ratios = [1 - p["gap"] / p["full_ap"] for p in calibration["points"] if p["start"] == start]
+    return min(ratios), max(ratios)
 
 
 def forecast(counts, aps, num_labeled, num_unlabeled, pretrained, calibration):
@@ -86,12 +100,19 @@ def forecast(counts, aps, num_labeled, num_unlabeled, pretrained, calibration):
         "labels_2x": curve_at(fit, 2 * num_labeled), "labels_4x": curve_at(fit, 4 * num_labeled),
         "all_labeled": everything, "gap": gap, "recipes": {},
     }
+    scale = RELATIONS[calibration["relation"]](gap, everything)
     for recipe in calibration["recipes"]:
-        share, (low, high) = gain_share(calibration, recipe, pretrained)
-        out["recipes"][recipe] = {"share": share, "gain": share * gap, "interval": (low * gap, high * gap),
+        k, (low, high) = gain_coefficient(calibration, recipe, pretrained)
+        out["recipes"][recipe] = {"share": k * scale / gap if gap else 0.0, "gain": k * scale,
+                                  "interval": (low * scale, high * scale),
                                   "loo_error": calibration["leave_one_out"].get(recipe, {}).get(
                                       "pretrained" if pretrained else "scratch")}
     out["verdict"], out["reason"] = verdict(out["labels_2x"] - now, out["recipes"][calibration["recommended"]]["gain"])
+    out["ratio"] = now / everything
+    low, high = calibrated_ratios(calibration, pretrained)
+    if not low <= out["ratio"] <= high:
+        out["reason"] += (f"; outside the calibration: its twins reached {low:.2f}-{high:.2f} of the AP with "
+                          f"everything labeled, yours {out['ratio']:.2f}, so the gain forecast extrapolates")
     reach = (num_labeled + num_unlabeled) / max(counts)
     out["extrapolation"] = reach
     out["all_labeled_error"] = ceiling_error(calibration, reach)
