@@ -399,7 +399,7 @@ def dataset_result(dataset, runs, percents, args):
         b = block(name, f"{what}; {start}", runs.get(name, {}))
         if b and arm not in quality.SUPERVISED:
             out["arms"][arm] = {**b, "run": name}
-        stretched = schedule_choice(dataset, runs, name, f"{what}; {start}") if b else None
+        stretched = schedule_choice(dataset, runs, name, f"{what}; {start}")  # with or without its 1x run
         if stretched and stretched["runs"]:
             out.setdefault("arm_schedules", {})[arm] = stretched
     for q in sorted(known - {p, 100}):  # --fractions: the arms at other fractions, 1x

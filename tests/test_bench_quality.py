@@ -365,7 +365,9 @@ def test_the_regime_twin_at_its_val_chosen_schedule_is_the_gap_figures_partial(t
     assert "supervised_5pct_2x" in shapes["twin_schedules"]["runs"]  # read back on the next run
 
 
-def test_the_compute_matched_control_is_plus_at_the_schedule_as_long_as_the_recommended_recipe(tmp_path):
+@pytest.mark.parametrize("plus_at_1x", [True, False])
+def test_the_compute_matched_control_is_plus_at_the_schedule_as_long_as_the_recommended_recipe(tmp_path, plus_at_1x):
+    # without plus at 1x, its longer runs (recorded first outside the regime) are the control all the same;
     # ceiling 60 (test 60), twin 5 % 40 (test 40); the recommended recipe 1x: seed 1 1,800 s, test 55
     # (0.75); plus 1x 1,000 s (test 50), 1.7x 1,700 s (test 52: 0.6), 2x 2,000 s (test 54), seed 1
     # each: 1.7x is the nearest in wall-clock, 1,700 / 1,800 = 0.944 of it (the recommended recipe's
@@ -380,10 +382,14 @@ def test_the_compute_matched_control_is_plus_at_the_schedule_as_long_as_the_reco
                                                                  "2": regime_run(57, wall_s=3000)}}}
     longer = {"runs": {f"{plus}_5pct_1.7x": {"seeds": {"1": regime_run(52, test_ap=52, wall_s=1700)}},
                        f"{plus}_5pct_2x": {"seeds": {"1": regime_run(51, test_ap=54, wall_s=2000)}}}}
+    recorded = {"curve": curve, "arms": arms, "arm_schedules": {plus: longer}}
+    if not plus_at_1x:
+        del arms[plus]
+        recorded = {"curve": curve, "arms": arms, "other_runs": longer["runs"]}
     results = tmp_path / "results"
     results.mkdir()
     with open(results / "regimes.json", "w") as f:
-        json.dump({"datasets": {"shapes": {"curve": curve, "arms": arms, "arm_schedules": {plus: longer}}}}, f)
+        json.dump({"datasets": {"shapes": recorded}}, f)
     for _ in range(2):  # the second rewrite reads the longer schedules back from the first's file
         subprocess.run([sys.executable, os.path.join(REPO, "bench", "regimes.py"), "--report-only", "--dataset",
                         "shapes", "--results", str(results), "--work-dir", str(tmp_path / "work"), "--percent", "5"],
