@@ -38,7 +38,11 @@ import time
 from softteacher.forecast import CALIBRATION_FILE, RELATIONS, NoForecast, curve_at, fit_learning_curve
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPES = {"published": "soft_teacher", "recommended": "plus_no_box_jitter_mixpl"}
+# each recipe's run at a fraction p, per start (bench/README.md, section 18: the recommended recipe
+# from a pretrained start is plus trained as long as the mixed recipe takes, 1.7x its iterations)
+RECIPE_RUNS = {"pretrained": {"published": "soft_teacher_{p:g}pct", "recommended": "plus_no_box_jitter_{p:g}pct_1.7x"},
+               "scratch": {"published": "soft_teacher_{p:g}pct", "recommended": "plus_no_box_jitter_mixpl_{p:g}pct"}}
+RECIPES = {"published": "soft_teacher", "recommended": "plus_no_box_jitter_mixpl"}  # bench/quality.py's scratch arms
 TRAIN_IMAGES = 2000  # both generated datasets' training pool
 GAIN_TOLERANCE = (0.5, 1.5)  # half the measured gain, or 1.5 AP, whichever is larger
 CEILING_TOLERANCE = 3.0  # AP
@@ -76,18 +80,29 @@ def points(results):
     return out
 
 
+def runs_by_name(d):
+    """Every recipe run block of a dataset's bench/regimes.py result, by run name."""
+    out = {b["run"]: b for b in d["arms"].values()}
+    for f in (d.get("fractions") or {}).values():
+        out.update({b["run"]: b for b in f["arms"].values()})
+    for schedules in (d.get("arm_schedules") or {}).values():
+        out.update(schedules["runs"])
+    out.update(d.get("other_runs") or {})
+    return out
+
+
 def regime_points(datasets, start):
     """A point per fraction with a recipe run: the regime's and bench/regimes.py --fractions'."""
     out = []
     for dataset, d in datasets.items():
         if not d.get("choice"):
             continue
-        full = ceiling_ap(d)
-        fractions = {d["choice"]["percent"]: d["arms"],
-                     **{float(q): f["arms"] for q, f in (d.get("fractions") or {}).items()}}
-        for p, arms in sorted(fractions.items()):
+        full, named = ceiling_ap(d), runs_by_name(d)
+        fractions = {d["choice"]["percent"], *(float(q) for q in d.get("fractions") or {})}
+        for p in sorted(fractions):
             twin = teacher_ap(d["curve"][f"supervised_{p:g}pct"])
-            gains = {r: teacher_ap(arms[arm]) - twin for r, arm in RECIPES.items() if arm in arms}
+            runs = {r: named.get(run.format(p=p)) for r, run in RECIPE_RUNS[start].items()}
+            gains = {r: teacher_ap(b) - twin for r, b in runs.items() if b}
             if gains:
                 out.append(point(dataset, start, p, twin, full, gains))
     return out
@@ -258,7 +273,8 @@ def main():
         "what": "gap (fully labeled twin - partial twin, teacher AP) and share of it each recipe closed, per "
                 "dataset and start, and the relation of gain to gap the forecast uses (softteacher.forecast."
                 "RELATIONS); written by bench/forecast_calibration.py from bench/results",
-        "recipes": {r: arm for r, arm in RECIPES.items()}, "recommended": "recommended", "relation": relation,
+        "recipes": {r: {start: runs[r] for start, runs in RECIPE_RUNS.items()} for r in RECIPES},
+        "recommended": "recommended", "relation": relation,
         "points": [{k: p[k] for k in ("dataset", "start", "percent", "gap", "full_ap", "gap_closed")} for p in pts],
         "leave_one_out": loo_summary(gains),
         # the errors of the AP-with-everything-labeled forecast by how far it extrapolated (training
