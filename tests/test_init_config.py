@@ -125,6 +125,9 @@ def test_with_imagenet_weights_it_starts_from_the_coco_family(glyphs_like, tmp_p
     assert cfg.MODEL.WEIGHTS == str(weights) and cfg.MODEL.RESNETS.DEPTH == 50
     # short side 160 drawn from half to 1.5x (80-240), each to a multiple of 32 (ties to the even multiple)
     assert cfg.INPUT.MIN_SIZE_TRAIN == (64, 256) and cfg.SOLVER.IMS_PER_BATCH_UNLABELED == 8
+    # pretrained, the recommended recipe trains 1.7x the schedule: 3,200 x 1.7 = 5,440 for 2,000 images,
+    # steps at 75 / 90 % and burn-in a quarter, each to a multiple of 100
+    assert (cfg.SOLVER.MAX_ITER, tuple(cfg.SOLVER.STEPS), cfg.SEMI.BURN_IN_ITERS) == (5400, (4000, 4900), 1400)
 
 
 def upscaled_copy(root, out, factor):
