@@ -647,7 +647,11 @@ def update_quality_json(results_dir, dataset, regime, figures):
     if os.path.exists(path):
         with open(path) as f:
             data = json.load(f)
-    data.setdefault("datasets", {}).setdefault(dataset, {}).setdefault("regimes", {})[regime] = figures
+    regimes = data.setdefault("datasets", {}).setdefault(dataset, {}).setdefault("regimes", {})
+    start = regime.split("_")[0]
+    for former in [r for r in regimes if r.startswith(f"{start}_") and r != regime]:  # a regime re-chosen:
+        del regimes[former]  # its figures stay in regimes.json (fractions)
+    regimes[regime] = figures
     dump_json(path, data)
 
 

@@ -467,9 +467,14 @@ def test_the_recipes_at_other_fractions_are_calibration_points_against_the_same_
     results.mkdir()
     (results / "regimes.json").write_text(json.dumps(
         {"datasets": {"shapes": {"curve": curve, "arms": arms, "fractions": fractions, **others}}}))
+    # the figures of 5 % when it was the regime, and of the scratch regime
+    (results / "quality.json").write_text(json.dumps({"datasets": {"shapes": {"regimes": {
+        "pretrained_5pct": {"gap_closed": 0.1}, "scratch_10pct": {"gap_closed": 0.2}}}}}))
     subprocess.run([sys.executable, os.path.join(REPO, "bench", "regimes.py"), "--report-only", "--dataset", "shapes",
                     "--percents", "100", "2", "5", "--percent", "2", "--results", str(results),
                     "--work-dir", str(tmp_path / "work")], check=True, capture_output=True)
+    regimes = json.loads((results / "quality.json").read_text())["datasets"]["shapes"]["regimes"]
+    assert sorted(regimes) == ["pretrained_2pct", "scratch_10pct"]  # the former pretrained regime dropped
     shapes = json.loads((results / "regimes.json").read_text())["datasets"]["shapes"]
     assert shapes["other_runs"]["soft_teacher_5pct_2x"]["seeds"]["1"]["final"]["teacher"]["AP"] == 57
     at5 = shapes["fractions"]["5"]
