@@ -266,8 +266,19 @@ def test_the_calibration_keeps_the_relation_with_fewest_leave_one_out_misses(ben
            {"dataset": "b", "start": "pretrained", "percent": 5.0, "gap": 25.0, "full_ap": 50.0,
             "gain": {"published": 12.5}}]
     relation, rows, misses = bench_calibration.choose_relation(pts)
-    assert relation == "share_by_gap_fraction" and misses == {"share": 2, "share_by_gap_fraction": 0}
+    # gap x (gap / full) x (twin / full): k 1.25 and 2.0, forecasts 3.2 against 2 and 7.8 against
+    # 12.5, within target too: the first of the two is kept
+    assert relation == "share_by_gap_fraction" and misses == {"share": 2, "share_by_gap_fraction": 0,
+                                                              "share_by_gap_and_twin": 0}
     assert [r["forecast_gain"] for r in rows] == [pytest.approx(2.0), pytest.approx(12.5)]
     assert bench_calibration.gain_loo(pts, "share")[0]["forecast_gain"] == pytest.approx(5.0)
     same = [{**p, "gap": 10.0, "gain": {"published": 2.0}} for p in pts]
     assert bench_calibration.choose_relation(same)[0] == "share"
+    # twins at 0.2 and 0.8 of the ceiling (gap 40 and 10 of 50) both closing 0.16: one share fits;
+    # gap / full misses once (k 0.8 of b forecasts 25.6 against 6.4; k 0.2 of a, 0.4 against 1.6, is
+    # within 1.5 AP); k = gain / (gap x 0.8 x 0.2) = 1.0 on both fits too: the simpler is kept
+    ends = [{**pts[0], "gap": 40.0, "gain": {"published": 6.4}}, {**pts[1], "gap": 10.0, "gain": {"published": 1.6}}]
+    relation, rows, misses = bench_calibration.choose_relation(ends)
+    assert relation == "share" and misses == {"share": 0, "share_by_gap_fraction": 1, "share_by_gap_and_twin": 0}
+    twin_rows = bench_calibration.gain_loo(ends, "share_by_gap_and_twin")
+    assert [r["forecast_gain"] for r in twin_rows] == [pytest.approx(6.4), pytest.approx(1.6)]

@@ -28,6 +28,8 @@ HELPS = 1.5  # AP: a gain under this "will not help much"
 RELATIONS = {
     "share": lambda gap, full: gap,  # a recipe closes the same share of every gap
     "share_by_gap_fraction": lambda gap, full: gap * gap / full,  # ... a share that grows with gap / full
+    # ... a share that grows with gap / full and with the teacher's start, twin / full = 1 - gap / full
+    "share_by_gap_and_twin": lambda gap, full: gap * (gap / full) * (1 - gap / full),
 }
 
 
