@@ -35,7 +35,7 @@ import statistics
 import sys
 import time
 
-from softteacher.forecast import CALIBRATION_FILE, RELATIONS, NoForecast, curve_at, fit_learning_curve
+from softteacher.forecast import CALIBRATION_FILE, RELATIONS, NoForecast, coefficient, curve_at, fit_learning_curve
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # each recipe's run at a fraction p, per start (bench/README.md, section 18: the recommended recipe
@@ -123,9 +123,8 @@ def within(error, measured, tolerance=GAIN_TOLERANCE):
 def forecast_gain(others, recipe, relation, gap, full):
     """The gain forecast for a gap, k the mean over ``others`` (calibration points) of the recipe's
     gain / f(gap, full); None when none has the recipe."""
-    scale = RELATIONS[relation]
-    ks = [q["gain"][recipe] / scale(q["gap"], q["full_ap"]) for q in others if recipe in q["gain"]]
-    return statistics.fmean(ks) * scale(gap, full) if ks else None
+    ks = [coefficient(relation, q["gain"][recipe], q["gap"], q["full_ap"]) for q in others if recipe in q["gain"]]
+    return statistics.fmean(ks) * RELATIONS[relation](gap, full) if ks else None
 
 
 def gain_loo(pts, relation):

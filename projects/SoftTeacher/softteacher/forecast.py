@@ -69,13 +69,21 @@ def load_calibration(path=CALIBRATION_FILE):
         return json.load(f)
 
 
+def coefficient(relation, gain, gap, full):
+    """k of a measured point: its gain / RELATIONS[relation](gap, full)."""
+    return gain / RELATIONS[relation](gap, full)
+
+
+def start_name(pretrained):
+    return "pretrained" if pretrained else "scratch"
+
+
 def gain_coefficient(calibration, recipe, pretrained):
     """(k, its interval [low, high]) of a recipe for a start: the mean and range over the
     calibration's measured points of gain / RELATIONS[relation](gap, full)."""
-    start = "pretrained" if pretrained else "scratch"
-    scale = RELATIONS[calibration["relation"]]
-    ks = [p["gap_closed"][recipe] * p["gap"] / scale(p["gap"], p["full_ap"]) for p in calibration["points"]
-          if p["start"] == start and recipe in p["gap_closed"]]
+    start = start_name(pretrained)
+    ks = [coefficient(calibration["relation"], p["gap_closed"][recipe] * p["gap"], p["gap"], p["full_ap"])
+          for p in calibration["points"] if p["start"] == start and recipe in p["gap_closed"]]
     if not ks:
         raise NoForecast(f"the calibration has no point for {recipe} from a {start} start")
     return float(np.mean(ks)), (min(ks), max(ks))
@@ -83,7 +91,7 @@ def gain_coefficient(calibration, recipe, pretrained):
 
 def calibrated_ratios(calibration, pretrained):
     """(lowest, highest) partial-twin AP / fully labeled AP among the calibration's points of a start."""
-    start = "pretrained" if pretrained else "scratch"
+    start = start_name(pretrained)
     ratios = [1 - p["gap"] / p["full_ap"] for p in calibration["points"] if p["start"] == start]
     return min(ratios), max(ratios)
 
@@ -108,7 +116,7 @@ def forecast(counts, aps, num_labeled, num_unlabeled, pretrained, calibration):
         out["recipes"][recipe] = {"share": k * scale / gap if gap else 0.0, "gain": k * scale,
                                   "interval": (low * scale, high * scale),
                                   "loo_error": calibration["leave_one_out"].get(recipe, {}).get(
-                                      "pretrained" if pretrained else "scratch")}
+                                      start_name(pretrained))}
     out["verdict"], out["reason"] = verdict(out["labels_2x"] - now, out["recipes"][calibration["recommended"]]["gain"])
     out["ratio"] = now / everything
     low, high = calibrated_ratios(calibration, pretrained)
