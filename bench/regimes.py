@@ -25,8 +25,8 @@ config and schedule; the labeled images are fold 1 of each percent, seeds change
    ``--schedules`` (the twin there at ``--twin-schedules``, by default the same). Plus at a longer
    schedule is the mixed recipe's compute-matched control (``compute_matched_plus``), the recipe
    recommended from a pretrained start (``gap_closed_recommended``; from scratch, the mixed one). With
-   ``--fractions``, the arms also at those percents (1x, against the twin there and the same
-   ceiling): the points tools/forecast.py's calibration reads.
+   ``--fractions``, the arms also at those percents and schedules (against the 1x twin there and the
+   same ceiling): the points tools/forecast.py's calibration reads.
 4. Rescoring: every finished run's final model evaluated once more keeping detections down to
    ``--eval-score-thresh`` (1e-3, as the original reports its best figures), under ``rescored``.
 
@@ -407,13 +407,19 @@ def dataset_result(dataset, runs, percents, args):
         stretched = schedule_choice(dataset, runs, name, f"{what}; {start}")  # with or without its 1x run
         if stretched and stretched["runs"]:
             out.setdefault("arm_schedules", {})[arm] = stretched
-    for q in sorted(known - {p, 100}):  # --fractions: the arms at other fractions, 1x
+    for q in sorted(known - {p, 100}):  # --fractions: the arms at other fractions, at each schedule run
         arms = {}
         for arm in quality.ARMS:
+            if arm in quality.SUPERVISED:
+                continue
             name = f"{arm}_{q:g}pct"
             b = block(name, f"{arm}, {q:g} % labeled; {start}", runs.get(name, {}))
-            if b and arm not in quality.SUPERVISED:
+            if b:
                 arms[arm] = {**b, "run": name}
+            stretched = schedule_choice(dataset, runs, name, f"{arm}, {q:g} % labeled; {start}")
+            for k, s in (stretched or {}).get("schedules", {}).items():
+                if k != "1":
+                    arms[schedule_name(arm, float(k))] = {**stretched["runs"][s["run"]], "run": s["run"]}
         if arms and twin(q) in curve:
             out.setdefault("fractions", {})[f"{q:g}"] = {"arms": arms}
     placed = runs_of(out)  # a run of an earlier regime choice, kept (a longer schedule at another fraction)
@@ -597,7 +603,7 @@ def _write_results(args, runs_by_dataset):
             arms, (partial, full) = regime_arms(d), regime_twins(d)
             d["figures"] = quality.gap_figures(arms, partial=partial, full=full)
             d["test"] = test_figures(arms, partial=partial, full=full)
-            d["test"]["ceiling_iters"] = d["ceiling"]["iterations"]
+            d["test"]["ceiling_iters"] = (d["ceiling"] or {}).get("iterations")  # None until a ceiling ran
             d["test"].update(compute_matched(d, d["test"]))
             recommended = RECOMMENDED[args.start]
             closed = {**d["test"].get("gap_closed_by_arm", {}), **d["test"]}.get(recommended)
@@ -663,6 +669,15 @@ def recorded_runs(results_dir, start):
         return {d: runs_of(block) for d, block in json.load(f).get("datasets", {}).items()}
 
 
+def arm_jobs(args, chosen):
+    """The --arms' jobs at each --schedules: at the regime's percent (``chosen``: {dataset: the choice})
+    and at each of --fractions."""
+    return [(d, schedule_name(f"{arm}_{p:g}pct", k), arm, p, s, k)
+            for s in args.seeds for d in args.dataset if chosen[d]
+            for p in [chosen[d]["percent"], *(q for q in args.fractions if q != chosen[d]["percent"])]
+            for k in args.schedules for arm in args.arms]
+
+
 def train(regimes, args, runs, jobs):
     """Train (dataset, run name, arm, percent, seed, schedule) jobs, --parallel at once, rewriting the result
     files after each; a failed run is reported and the others go on."""
@@ -691,12 +706,13 @@ def main():
                         help="schedules (multiples of the config's iterations and steps) of the fully labeled "
                              "twin; val chooses the ceiling among them")
     parser.add_argument("--schedules", type=float, nargs="+", default=[1],
-                        help="schedules of the arms and the twin at the regime's percent (val chooses each one's)")
+                        help="schedules of the arms (at the regime's percent and --fractions) and of the twin at "
+                             "the regime's percent (val chooses each one's)")
     parser.add_argument("--twin-schedules", type=float, nargs="+",
                         help="schedules of the twin at the regime's percent (default: --schedules)")
     parser.add_argument("--fractions", type=float, nargs="*", default=[],
-                        help="other label fractions (each also in --percents) the --arms train at, 1x: the "
-                             "forecast's calibration points (the block `fractions`)")
+                        help="other label fractions (each also in --percents) the --arms train at, each of "
+                             "--schedules: the forecast's calibration points (the block `fractions`)")
     parser.add_argument("--retrain-for-test", action="store_true",
                         help="train again a recorded run that has no test figure and no final model left")
     parser.add_argument("--parallel", type=int, default=1, help="runs trained at once")
@@ -730,11 +746,7 @@ def main():
         stretched_twins = [(d, schedule_name(twin(chosen[d]["percent"]), k), "supervised_10pct", chosen[d]["percent"],
                             s, k) for s in args.seeds for k in (args.twin_schedules or args.schedules) if k != 1
                            for d in args.dataset if chosen[d]]
-        train(regimes, args, runs, stretched_twins + [
-            (d, schedule_name(f"{arm}_{chosen[d]['percent']:g}pct", k), arm, chosen[d]["percent"], s, k)
-            for s in args.seeds for k in args.schedules for arm in args.arms for d in args.dataset if chosen[d]]
-            + [(d, f"{arm}_{q:g}pct", arm, q, s, 1) for s in args.seeds for q in args.fractions for arm in args.arms
-               for d in args.dataset if chosen[d] and q != chosen[d]["percent"]])
+        train(regimes, args, runs, stretched_twins + arm_jobs(args, chosen))
     for d in args.dataset:  # runs finished before rescoring or the test split existed
         for name, seeds in runs[d].items():
             for seed in seeds:

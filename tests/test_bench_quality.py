@@ -449,6 +449,20 @@ def test_the_scratch_regime_trains_from_random_weights_into_its_own_files(tmp_pa
     assert scratch["supervised_ratio"] == pytest.approx(50 / 60, abs=1e-4)  # regimes.py's val, not quality.py's 40 / 60
 
 
+def test_the_arms_train_at_every_schedule_at_the_regime_and_at_each_fraction():
+    # --percent 5 --fractions 1 5 10 --schedules 1 1.7 --arms a b, one seed: the regime's 5 % once
+    code = ("import json, regimes\n"
+            "args = regimes.argparse.Namespace(seeds=[1], dataset=['shapes', 'glyphs'], fractions=[1, 5, 10], "
+            "schedules=[1, 1.7], arms=['a', 'b'])\n"
+            "print(json.dumps(regimes.arm_jobs(args, {'shapes': {'percent': 5.0}, 'glyphs': None})))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=os.path.join(REPO, "bench"), check=True,
+                         capture_output=True, text=True).stdout
+    jobs = json.loads(out.strip().splitlines()[-1])
+    assert len(jobs) == 3 * 2 * 2 and {j[0] for j in jobs} == {"shapes"}  # no regime chosen on glyphs yet
+    assert ["shapes", "a_1pct_1.7x", "a", 1, 1, 1.7] in jobs and ["shapes", "b_10pct", "b", 10, 1, 1] in jobs
+    assert sorted(j[1] for j in jobs if j[3] == 5) == ["a_5pct", "a_5pct_1.7x", "b_5pct", "b_5pct_1.7x"]
+
+
 def test_the_recipes_at_other_fractions_are_calibration_points_against_the_same_ceiling(tmp_path):
     # regime 2 % (twin 40); --fractions 5: twin 50 (test 49), ceiling 70 (test 69); at 5 % the
     # published method 55 (test 54) closes (55 - 50) / (70 - 50) = 0.25, the recommended 60 (test 59)
@@ -460,8 +474,8 @@ def test_the_recipes_at_other_fractions_are_calibration_points_against_the_same_
     arms = {"soft_teacher": {"run": "soft_teacher_2pct", "seeds": {"1": regime_run(50, test_ap=48)}}}
     fractions = {"5": {"arms": {arm: {"run": f"{arm}_5pct", "seeds": {"1": regime_run(ap, test_ap=ap - 1)}}
                                 for arm, ap in (("soft_teacher", 55), ("plus_no_box_jitter_mixpl", 60))}}}
-    # a longer schedule at 5 %, from when 5 % was the regime: no block of the 2 % regime holds it
-    others = {"other_runs": {"soft_teacher_5pct_2x": {"seeds": {"1": regime_run(57)}},
+    # longer schedules, from when 5 % and 10 % were the regime: 10 % is not a fraction of this run
+    others = {"other_runs": {"soft_teacher_10pct_2x": {"seeds": {"1": regime_run(57)}},
                              "plus_no_box_jitter_5pct_1.7x": {"seeds": {"1": regime_run(58)}}}}
     results = tmp_path / "results"
     results.mkdir()
@@ -476,10 +490,14 @@ def test_the_recipes_at_other_fractions_are_calibration_points_against_the_same_
     regimes = json.loads((results / "quality.json").read_text())["datasets"]["shapes"]["regimes"]
     assert sorted(regimes) == ["pretrained_2pct", "scratch_10pct"]  # the former pretrained regime dropped
     shapes = json.loads((results / "regimes.json").read_text())["datasets"]["shapes"]
-    assert shapes["other_runs"]["soft_teacher_5pct_2x"]["seeds"]["1"]["final"]["teacher"]["AP"] == 57
+    assert shapes["other_runs"]["soft_teacher_10pct_2x"]["seeds"]["1"]["final"]["teacher"]["AP"] == 57
     at5 = shapes["fractions"]["5"]
-    assert set(at5["arms"]) == {"soft_teacher", "plus_no_box_jitter_mixpl"}  # read back, not lost
-    assert at5["figures"]["gap_closed_by_arm"] == {"soft_teacher": 0.25, "plus_no_box_jitter_mixpl": 0.5}
+    # read back, not lost; plus at 1.7x there is placed at its fraction: (58 - 50) / 20 = 0.4
+    assert set(at5["arms"]) == {"soft_teacher", "plus_no_box_jitter_mixpl", "plus_no_box_jitter_1.7x"}
+    assert at5["arms"]["plus_no_box_jitter_1.7x"]["run"] == "plus_no_box_jitter_5pct_1.7x"
+    assert "plus_no_box_jitter_5pct_1.7x" not in shapes["other_runs"]
+    assert at5["figures"]["gap_closed_by_arm"] == {"soft_teacher": 0.25, "plus_no_box_jitter_mixpl": 0.5,
+                                                   "plus_no_box_jitter_1.7x": 0.4}
     assert at5["test"]["gap_closed_by_arm"] == {"soft_teacher": 0.25, "plus_no_box_jitter_mixpl": 0.5}
     code = f"import json, forecast_calibration as c; print(json.dumps(c.points({str(results)!r})))"
     out = subprocess.run([sys.executable, "-c", code], cwd=os.path.join(REPO, "bench"), check=True,
