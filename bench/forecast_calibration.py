@@ -16,13 +16,18 @@ Leave one dataset out:
   k measured on the other dataset (same start), against the gain measured here; within target when
   the error is at most half the measured gain or 1.5 AP. The calibration keeps the relation with
   the fewest misses, the simplest (first) on a tie;
-- ceiling: the learning curve (``softteacher.forecast``) fitted to the twin's points at and under a
-  fraction (at least three), extrapolated to every training image, against the fully labeled twin.
+- ceiling: each learning curve of ``softteacher.forecast.CURVES`` fitted to the twin's points at and
+  under a fraction (at least three), and to the parts tools/forecast.py trained (``--tool-forecasts``),
+  extrapolated to every training image, against the fully labeled twin (the ceiling);
+- more labels: the same fits at each recorded twin up to 4x beyond the largest part fitted.
+For each of the two uses (``softteacher.forecast.USES``) the calibration keeps the curve with the
+fewest errors beyond 3 AP on the generated datasets, the smaller largest error on a tie; leaving
+one dataset out, the other chooses, and the choice's errors on the one left out are reported.
 
 The same two forecasts are checked on published curves this project never trained on
 (``bench/published_curves.json``: COCO's supervised models at 1, 5, 10 and 100 % and the published
 method at the partial fractions), with k measured on both generated datasets; they do not choose
-the relation.
+the relation or the curve.
 
 Writes ``bench/results/forecast_calibration.json`` (points, forecasts, errors) and the calibration
 the tool reads, ``projects/SoftTeacher/softteacher/forecast_calibration.json``.
@@ -35,7 +40,18 @@ import statistics
 import sys
 import time
 
-from softteacher.forecast import CALIBRATION_FILE, RELATIONS, NoForecast, coefficient, curve_at, fit_learning_curve
+from softteacher.forecast import (
+    CALIBRATION_FILE,
+    CURVES,
+    RELATIONS,
+    USES,
+    NoForecast,
+    all_labeled_ap,
+    coefficient,
+    curve_at,
+    fit_curves,
+    fit_learning_curve,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # each recipe's run at a fraction p, per start (bench/README.md, section 18: the recommended recipe
@@ -153,12 +169,12 @@ def gain_row(dataset, start, percent, recipe, measured, forecast, relation):
             "error": round(forecast - measured, 2), "within_target": within(forecast - measured, measured)}
 
 
-def ceiling_row(dataset, start, parts, counts, aps, measured_full, train_images):
-    """The curve fitted to (counts, aps), extrapolated to ``train_images``, against the measured
+def ceiling_row(dataset, start, parts, counts, aps, measured_full, train_images, curve):
+    """The ``curve`` fitted to (counts, aps), extrapolated to ``train_images``, against the measured
     fully labeled model."""
     top = max(parts)
     try:
-        fit = fit_learning_curve(counts, aps)
+        fit = fit_learning_curve(counts, aps, curve)
     except NoForecast as e:
         return {"dataset": dataset, "start": start, "percent": top, "no_forecast": str(e)}
     forecast = curve_at(fit, train_images)
@@ -168,27 +184,29 @@ def ceiling_row(dataset, start, parts, counts, aps, measured_full, train_images)
             "within_target": abs(forecast - measured_full) <= CEILING_TOLERANCE}
 
 
-def ceiling_loo(results):
+def ceiling_loo(results, curve):
+    """The ``curve`` fitted to the recorded pretrained twins at and under each fraction (three at least)
+    against the ceiling."""
     with open(os.path.join(results, "regimes.json")) as f:
         regimes = json.load(f)["datasets"]
     rows = []
     for dataset, d in regimes.items():
-        curve = {b["percent"]: b for b in d["curve"].values()}
+        twins = {b["percent"]: b for b in d["curve"].values()}
         full = ceiling_ap(d)
-        for top in sorted(p for p in curve if p != 100):
-            parts = [p for p in curve if p <= top]
+        for top in sorted(p for p in twins if p != 100):
+            parts = [p for p in twins if p <= top]
             if len(parts) < 3:
                 continue
             counts, aps = [], []
             for p in parts:
-                for run in curve[p]["seeds"].values():
+                for run in twins[p]["seeds"].values():
                     counts.append(TRAIN_IMAGES * p / 100)
                     aps.append(run["final"]["teacher"]["AP"])
-            rows.append(ceiling_row(dataset, "pretrained", parts, counts, aps, full, TRAIN_IMAGES))
+            rows.append(ceiling_row(dataset, "pretrained", parts, counts, aps, full, TRAIN_IMAGES, curve))
     return rows
 
 
-def published_rows(path, pts, relation):
+def published_rows(path, pts, relation, curve):
     """Published curves: the ceiling fitted to every partial fraction against the published fully
     labeled model, and each recipe's gain forecast by the relation, k measured on the generated
     datasets (same start), against the published gain."""
@@ -200,7 +218,7 @@ def published_rows(path, pts, relation):
         parts = sorted(float(p) for p in c["supervised"] if float(p) != 100)
         counts = [c["train_images"] * p / 100 for p in parts]
         aps = [c["supervised"][f"{p:g}"] for p in parts]
-        ceilings.append(ceiling_row(name, c["start"], parts, counts, aps, full, c["train_images"]))
+        ceilings.append(ceiling_row(name, c["start"], parts, counts, aps, full, c["train_images"], curve))
         same_start = [q for q in pts if q["start"] == c["start"]]
         for recipe, results in c["recipes"].items():
             for percent, ap in results.items():
@@ -210,10 +228,11 @@ def published_rows(path, pts, relation):
     return ceilings, gains
 
 
-def tool_rows(paths, pts, results, relation):
-    """The tool's forecasts (forecast.json of runs on a generated dataset's regime split) against
-    what was measured there: its ceiling against the fully labeled twin, and its gain forecast
-    by the relation, k measured on the other dataset, against the gain measured here."""
+def tool_rows(paths, pts, results, relation, curves):
+    """The tool's forecasts (forecast.json of runs on a generated dataset's regime split), the
+    ``curves`` ({use: curve}) fitted to its runs as the tool does, against what was measured there:
+    its ceiling against the fully labeled twin, and its gain forecast by the relation, k measured on
+    the other dataset, against the gain measured here."""
     with open(os.path.join(results, "regimes.json")) as f:
         regimes = json.load(f)["datasets"]
     rows = []
@@ -228,21 +247,87 @@ def tool_rows(paths, pts, results, relation):
             rows.append({**row, "no_forecast": fc["no_forecast"]})
             continue
         full = ceiling_ap(regimes[dataset])
-        reach = (fc["labeled"] + fc["unlabeled"]) / max(r["labeled"] for r in fc["runs"])
-        row.update(reach=round(reach, 2), measured_full=round(full, 2),
-                   forecast_full=round(fc["all_labeled"], 2),
-                   ceiling_error=round(fc["all_labeled"] - full, 2),
-                   ceiling_within_target=abs(fc["all_labeled"] - full) <= CEILING_TOLERANCE, gains={})
+        counts, aps = [r["labeled"] for r in fc["runs"]], [r["AP"] for r in fc["runs"]]
+        everything = all_labeled_ap(fit_curves(counts, aps, curves), fc["labeled"], fc["labeled"] + fc["unlabeled"])
+        gap = everything - statistics.fmean(ap for n, ap in zip(counts, aps) if n == max(counts))
+        row.update(reach=round((fc["labeled"] + fc["unlabeled"]) / max(counts), 2), measured_full=round(full, 2),
+                   forecast_full=round(everything, 2), ceiling_error=round(everything - full, 2),
+                   ceiling_within_target=abs(everything - full) <= CEILING_TOLERANCE, gains={})
         here = next((p for p in pts if p["dataset"] == dataset and p["start"] == "pretrained"
                     and p["labeled"] == fc["labeled"]), {"gain": {}})  # no recipe measured at that count: no check
         others = [q for q in pts if q["dataset"] != dataset and q["start"] == "pretrained"]
         for recipe, measured in here["gain"].items():
-            forecast = forecast_gain(others, recipe, relation, fc["gap"], fc["all_labeled"])
+            forecast = forecast_gain(others, recipe, relation, gap, everything)
             row["gains"][recipe] = {"measured": round(measured, 2), "forecast": round(forecast, 2),
                                     "error": round(forecast - measured, 2),
                                     "within_target": within(forecast - measured, measured)}
         rows.append(row)
     return rows
+
+
+def more_labels_rows(results, paths, curve):
+    """The ``curve`` fitted to the recorded pretrained twins at and under each fraction (three at
+    least), and to each tool run's parts, at every recorded twin of more labeled images, up to 4x
+    the largest part: the forecast of more labels against the twin measured there."""
+    with open(os.path.join(results, "regimes.json")) as f:
+        regimes = json.load(f)["datasets"]
+    fits = []  # (dataset, source, counts, aps)
+    for dataset, d in regimes.items():
+        twins = {TRAIN_IMAGES * b["percent"] / 100: [r["final"]["teacher"]["AP"] for r in b["seeds"].values()]
+                 for b in d["curve"].values()}
+        for top in sorted(twins)[2:]:
+            parts = [n for n in twins if n <= top]
+            fits.append((dataset, "recorded twins", [n for n in parts for _ in twins[n]],
+                         [ap for n in parts for ap in twins[n]]))
+    for path in paths:
+        with open(path) as f:
+            fc = json.load(f)
+        if "no_forecast" not in fc:
+            fits.append((next(d for d in regimes if f"/{d}_" in fc["config"]), os.path.relpath(path, REPO),
+                         [r["labeled"] for r in fc["runs"]], [r["AP"] for r in fc["runs"]]))
+    rows = []
+    for dataset, source, counts, aps in fits:
+        fit = fit_learning_curve(counts, aps, curve)
+        for b in regimes[dataset]["curve"].values():
+            n = TRAIN_IMAGES * b["percent"] / 100
+            if max(counts) < n <= 4 * max(counts) and b["percent"] != 100:
+                measured = teacher_ap(b)
+                rows.append({"dataset": dataset, "source": source, "largest_part": max(counts), "labeled": n,
+                             "measured": round(measured, 2), "forecast": round(curve_at(fit, n), 2),
+                             "error": round(curve_at(fit, n) - measured, 2)})
+    return rows
+
+
+def ceiling_errors(ceilings, tool):
+    """{dataset: [error of each ceiling forecast]} of the recorded twins' rows and the tool's."""
+    out = {}
+    for r in ceilings:
+        if "error" in r:
+            out.setdefault(r["dataset"], []).append(r["error"])
+    for r in tool:
+        if "ceiling_error" in r:
+            out.setdefault(r["dataset"], []).append(r["ceiling_error"])
+    return out
+
+
+def choose_curve(errors):
+    """``errors``: {curve: {dataset: [ceiling errors]}} on the generated datasets. (The curve with
+    the fewest errors beyond CEILING_TOLERANCE, the smaller largest error on a tie, the first of
+    CURVES on a tie of both; {curve: (misses, largest error)}; leave one dataset out: {dataset:
+    {curve the other datasets choose, its errors on this one}})."""
+    def rank(curve, datasets):
+        found = [abs(e) for d in datasets for e in errors[curve].get(d, [])]
+        return sum(e > CEILING_TOLERANCE for e in found), max(found, default=0.0)
+
+    def best(datasets):
+        return min(CURVES, key=lambda curve: rank(curve, datasets))  # min keeps the first of equals
+
+    datasets = sorted({d for by_dataset in errors.values() for d in by_dataset})
+    loo = {}
+    for d in datasets:
+        chosen = best([o for o in datasets if o != d])
+        loo[d] = {"curve": chosen, "errors": errors[chosen].get(d, [])}
+    return best(datasets), {curve: rank(curve, datasets) for curve in CURVES}, loo
 
 
 def loo_summary(rows):
@@ -265,36 +350,55 @@ def main():
     args = parser.parse_args()
     pts = points(args.results)
     relation, generated_gains, misses = choose_relation(pts)
-    published_ceilings, published_gains = published_rows(args.published, pts, relation)
-    gains, ceilings = generated_gains + published_gains, ceiling_loo(args.results) + published_ceilings
-    tool = tool_rows(args.tool_forecasts, pts, args.results, relation)
+    by_curve = {curve: (ceiling_loo(args.results, curve),
+                        tool_rows(args.tool_forecasts, pts, args.results, relation, dict.fromkeys(USES, curve)))
+                for curve in CURVES}
+    nearer = {curve: more_labels_rows(args.results, args.tool_forecasts, curve) for curve in CURVES}
+    errors = {"all_labeled": {c: ceiling_errors(*rows) for c, rows in by_curve.items()},
+              "more_labels": {c: {d: [r["error"] for r in rows if r["dataset"] == d]
+                                  for d in {r["dataset"] for r in rows}} for c, rows in nearer.items()}}
+    choices = {use: dict(zip(("curve", "misses_and_largest_error", "leave_one_out"), choose_curve(errors[use])))
+               for use in USES}
+    curve = choices["all_labeled"]["curve"]
+    generated_ceilings = by_curve[curve][0]
+    tool = tool_rows(args.tool_forecasts, pts, args.results, relation, {u: c["curve"] for u, c in choices.items()})
+    published_ceilings, published_gains = published_rows(args.published, pts, relation, curve)
+    gains, ceilings = generated_gains + published_gains, generated_ceilings + published_ceilings
     calibration = {
         "what": "gap (fully labeled twin - partial twin, teacher AP) and share of it each recipe closed, per "
                 "dataset and start, and the relation of gain to gap the forecast uses (softteacher.forecast."
                 "RELATIONS); written by bench/forecast_calibration.py from bench/results",
         "recipes": {r: {start: runs[r] for start, runs in RECIPE_RUNS.items()} for r in RECIPES},
         "recommended": "recommended", "relation": relation,
+        "curves": {use: choice["curve"] for use, choice in choices.items()},
         "points": [{k: p[k] for k in ("dataset", "start", "percent", "gap", "full_ap", "gap_closed")} for p in pts],
         "leave_one_out": loo_summary(gains),
         # the errors of the AP-with-everything-labeled forecast by how far it extrapolated (training
-        # images / the largest part fitted): the curve fitted to recorded twins and the tool's own runs
+        # images / the largest part fitted): the kept curve fitted to recorded twins and the tool's own runs
         "ceiling_errors": [{"reach": r["reach"], "error": r["error"]} for r in ceilings if "error" in r]
                           + [{"reach": r["reach"], "error": r["ceiling_error"]} for r in tool if "ceiling_error" in r],
     }
     report = {"command": "python bench/forecast_calibration.py " + " ".join(sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d"), "points": pts, "gain_leave_one_out": gains,
               "relation": relation, "relation_misses": misses, "ceiling_leave_one_out": ceilings,
-              "tool_forecasts": tool,
+              "curves": choices, "more_labels": nearer[choices["more_labels"]["curve"]], "tool_forecasts": tool,
               "targets": {"gain": "error within max(50 % of the measured gain, 1.5 AP)",
                           "ceiling": f"error within {CEILING_TOLERANCE:g} AP"},
               "met": {"gain": all(r["within_target"] for r in gains),
-                      "ceiling": all(r.get("within_target", False) for r in ceilings)}}
+                      # each generated dataset by the curve the other chose, and the published curves
+                      "ceiling": all(abs(e) <= CEILING_TOLERANCE for d in choices["all_labeled"]["leave_one_out"]
+                                     .values() for e in d["errors"])
+                      and all(r.get("within_target", False) for r in published_ceilings)}}
     written = ((os.path.join(args.results, "forecast_calibration.json"), report), (args.calibration, calibration))
     for path, data in written:
         with open(path, "w") as f:
             json.dump(data, f, indent=1)
         print(path)
     print(f"relation: {relation} (leave-one-dataset-out misses: {misses})")
+    for use, choice in choices.items():
+        print(f"curve for {use}: {choice['curve']} (errors beyond {CEILING_TOLERANCE:g} AP, largest error: "
+              f"{choice['misses_and_largest_error']}); leaving one dataset out: "
+              + "; ".join(f"{d}: {c['curve']}, errors {c['errors']}" for d, c in choice["leave_one_out"].items()))
     for r in gains:
         print(f"{r['dataset']:6} {r['start']:10} {r['percent']:>4g} % {r['recipe']:11} "
               f"measured {r['measured_gain']:+5.1f} forecast {r['forecast_gain']:+5.1f} error {r['error']:+5.1f} "

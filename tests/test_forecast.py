@@ -19,7 +19,8 @@ from softteacher.tools import forecast as forecast_tool
 
 from conftest import custom_cfg, custom_opts
 
-KNOWN = {"c": 70.0, "h": 60.0, "b": 1.3}
+KNOWN = {"curve": "log_logistic", "c": 70.0, "h": 60.0, "b": 1.3}
+KNOWN_POWER_LAW = {"curve": "power_law", "c": 72.0, "a": 300.0, "b": 0.6}
 
 
 def test_the_fit_recovers_a_known_curve_and_extrapolates_it():
@@ -29,6 +30,25 @@ def test_the_fit_recovers_a_known_curve_and_extrapolates_it():
     assert fit["h"] == pytest.approx(60.0, rel=0.03)
     # 10x beyond the largest part: 70 / (1 + (60 / 2000)^1.3) = 70 / 1.0105 = 69.27
     assert curve_at(fit, 2000) == pytest.approx(69.27, abs=0.3)
+
+
+def test_the_power_law_fit_recovers_a_known_curve_and_extrapolates_it():
+    counts = [25, 50, 100, 200]
+    fit = fit_learning_curve(counts, [curve_at(KNOWN_POWER_LAW, n) for n in counts], "power_law")
+    assert fit["curve"] == "power_law" and fit["rmse"] == pytest.approx(0.0, abs=1e-6)
+    assert (fit["c"], fit["a"], fit["b"]) == (pytest.approx(72.0, abs=0.01), pytest.approx(300.0, rel=1e-3),
+                                              pytest.approx(0.6, abs=1e-6))
+    # 10x beyond the largest part: 72 - 300 x 2000^-0.6 = 72 - 300 x 0.010457 = 68.863
+    assert curve_at(fit, 2000) == pytest.approx(68.863, abs=0.01)
+    # the log-logistic fitted to the same points saturates early: 1.5 AP under it at 2000
+    assert curve_at(fit_learning_curve(counts, [curve_at(KNOWN_POWER_LAW, n) for n in counts]), 2000) < 67.4
+
+
+def test_the_power_law_stays_under_100_ap():
+    # points that rise as 80 + 10 log10(n / 10): unbounded, the fit clamps c at 100 and refits a
+    counts = [10, 100, 1000]
+    fit = fit_learning_curve(counts, [80.0, 90.0, 99.0], "power_law")
+    assert fit["c"] == 100.0 and fit["a"] > 0 and curve_at(fit, 10**6) < 100.0
 
 
 def test_two_seeds_of_each_part_fit_through_their_middle():
@@ -63,6 +83,7 @@ def test_the_verdict_at_its_boundaries(label_gain, semi_gain, expected):
 CALIBRATION = {  # twins at 58 / 70 = 0.829 and 60 / 70 = 0.857 of their fully labeled model
     "recipes": {"published": "soft_teacher", "recommended": "plus_no_box_jitter_mixpl"},
     "recommended": "recommended", "relation": "share",
+    "curves": {"more_labels": "log_logistic", "all_labeled": "log_logistic"},
     "points": [{"dataset": "a", "start": "pretrained", "gap": 12.0, "full_ap": 70.0,
                 "gap_closed": {"published": 0.4, "recommended": 0.7}},
                {"dataset": "b", "start": "pretrained", "gap": 10.0, "full_ap": 70.0,
@@ -234,7 +255,7 @@ def bench_calibration():
 
 def test_published_curves_check_the_ceiling_and_the_calibrated_gain(tmp_path, bench_calibration):
     calibration = bench_calibration
-    curve = {"c": 50.0, "h": 1096.63, "b": 1.0}  # h = e^7, on the fit's grid: the fit is exact
+    curve = {"curve": "log_logistic", "c": 50.0, "h": 1096.63, "b": 1.0}  # h = e^7, on the fit's grid: exact
     full = curve_at(curve, 100000)  # 50 / (1 + 0.0109663) = 49.458
     published = {"curves": {"elsewhere": {
         "source": "a known curve", "start": "pretrained", "train_images": 100000,
@@ -246,7 +267,7 @@ def test_published_curves_check_the_ceiling_and_the_calibrated_gain(tmp_path, be
     pts = [{"dataset": "a", "start": "pretrained", "gap": 10.0, "full_ap": 50.0, "gain": {"published": 3.0}},
            {"dataset": "b", "start": "pretrained", "gap": 10.0, "full_ap": 50.0, "gain": {"published": 5.0}},
            {"dataset": "a", "start": "scratch", "gap": 10.0, "full_ap": 50.0, "gain": {"published": 9.0}}]  # not read
-    ceilings, gains = calibration.published_rows(str(path), pts, "share")
+    ceilings, gains = calibration.published_rows(str(path), pts, "share", "log_logistic")
     assert len(ceilings) == 1 and ceilings[0]["reach"] == 10.0 and ceilings[0]["parts"] == [1.0, 5.0, 10.0]
     assert ceilings[0]["error"] == pytest.approx(2.0, abs=0.05)
     assert ceilings[0]["within_target"] is True
@@ -282,3 +303,87 @@ def test_the_calibration_keeps_the_relation_with_fewest_leave_one_out_misses(ben
     assert relation == "share" and misses == {"share": 0, "share_by_gap_fraction": 1, "share_by_gap_and_twin": 0}
     twin_rows = bench_calibration.gain_loo(ends, "share_by_gap_and_twin")
     assert [r["forecast_gain"] for r in twin_rows] == [pytest.approx(6.4), pytest.approx(1.6)]
+
+
+def test_the_calibration_keeps_the_curve_with_fewest_errors_beyond_3_ap_and_leaves_each_dataset_out(
+        bench_calibration):
+    """On a the log-logistic errs -8 and -1 AP, the power law +2 and +4 (one miss each): the smaller
+    largest error keeps the power law; on b the power law misses once (+5), the log-logistic twice."""
+    errors = {"log_logistic": {"a": [-8.0, -1.0], "b": [-6.0, -4.0]},
+              "power_law": {"a": [2.0, 4.0], "b": [5.0, 0.5]}}
+    curve, ranks, loo = bench_calibration.choose_curve(errors)
+    assert curve == "power_law" and ranks == {"log_logistic": (3, 8.0), "power_law": (2, 5.0)}
+    # a left out: b chooses the power law (1 miss against 2), whose errors on a are reported
+    assert loo == {"a": {"curve": "power_law", "errors": [2.0, 4.0]},
+                   "b": {"curve": "power_law", "errors": [5.0, 0.5]}}
+    # the same misses and largest error: the first of CURVES is kept
+    tie = {"log_logistic": {"a": [4.0]}, "power_law": {"a": [-4.0]}}
+    assert bench_calibration.choose_curve(tie)[0] == "log_logistic"
+
+
+def test_the_tool_runs_are_refitted_with_each_curve(tmp_path, bench_calibration):
+    # the tool's parts on 25-200 of 2,000 images follow the known power law (68.863 at 2,000); the
+    # ceiling measured 70: the power law refitted errs -1.14 AP, the log-logistic more than 2.6
+    # under, whatever forecast.json's own (stale) figure says
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "regimes.json").write_text(json.dumps({"datasets": {"shapes": {
+        "curve": {}, "ceiling": {"chosen": "4", "schedules": {"4": {"val_ap": 70.0}}}}}}))
+    runs = [{"labeled": n, "seed": 1, "AP": curve_at(KNOWN_POWER_LAW, n), "iterations": 100}
+            for n in (25, 50, 100, 200)]
+    path = tmp_path / "forecast.json"
+    path.write_text(json.dumps({"config": "/data/shapes_10pct.yaml", "labeled": 200, "unlabeled": 1800,
+                                "minutes": 10.0, "budget_minutes": 30.0, "runs": runs, "all_labeled": 0.0}))
+    power, = bench_calibration.tool_rows([str(path)], [], str(results), "share",
+                                         {"more_labels": "power_law", "all_labeled": "power_law"})
+    assert power["reach"] == 10.0 and power["ceiling_error"] == pytest.approx(68.863 - 70.0, abs=0.01)
+    assert power["ceiling_within_target"] is True
+    logistic, = bench_calibration.tool_rows([str(path)], [], str(results), "share",
+                                            {"more_labels": "log_logistic", "all_labeled": "log_logistic"})
+    assert logistic["ceiling_error"] < -2.6
+    # the tool's two curves: 4x the labels (800 images) by the log-logistic is under the power law's 2,000
+    both, = bench_calibration.tool_rows([str(path)], [], str(results), "share",
+                                        {"more_labels": "log_logistic", "all_labeled": "power_law"})
+    assert both["ceiling_error"] == power["ceiling_error"]
+
+
+def test_more_labels_are_forecast_by_each_curve_at_the_twins_up_to_4x_beyond_the_largest_part(
+        tmp_path, bench_calibration):
+    # twins on the known log-logistic at 1, 2, 5, 10 and 100 % of 2,000 images: fitted at and under
+    # 5 % (100 images) it forecasts 10 % (200, 2x) exactly; 100 % is the ceiling's, 10x: not read
+    results = tmp_path / "results"
+    results.mkdir()
+    curve = {f"supervised_{p:g}pct": {"percent": p, "seeds": {"1": {"final": {"teacher": {
+        "AP": curve_at(KNOWN, 20 * p)}}}}} for p in (1, 2, 5, 10, 100)}
+    (results / "regimes.json").write_text(json.dumps({"datasets": {"shapes": {"curve": curve}}}))
+    rows = bench_calibration.more_labels_rows(str(results), [], "log_logistic")
+    assert [(r["largest_part"], r["labeled"]) for r in rows] == [(100.0, 200.0)]
+    assert rows[0]["measured"] == pytest.approx(curve_at(KNOWN, 200), abs=0.01)
+    assert rows[0]["error"] == pytest.approx(0.0, abs=0.3)
+    # the same forecast of a forecast.json's parts: its largest part 50, so 100 (2x) and 200 (4x)
+    runs = [{"labeled": n, "AP": curve_at(KNOWN, n)} for n in (20, 30, 40, 50)]
+    path = tmp_path / "forecast.json"
+    path.write_text(json.dumps({"config": "/data/shapes_2pct.yaml", "runs": runs}))
+    rows = bench_calibration.more_labels_rows(str(results), [str(path)], "log_logistic")
+    assert sorted((r["largest_part"], r["labeled"]) for r in rows) == [(50, 100.0), (50, 200.0), (100.0, 200.0)]
+
+
+def test_each_forecast_uses_the_curve_its_calibration_names():
+    # parts on the known power law; more labels from the log-logistic fit, everything labeled from
+    # the power law: 68.863 at 2,000 images
+    counts = [25, 50, 100, 200]
+    aps = [curve_at(KNOWN_POWER_LAW, n) for n in counts]
+    split = {**CALIBRATION, "curves": {"more_labels": "log_logistic", "all_labeled": "power_law"}}
+    out = forecast(counts, aps, 200, 1800, True, split)
+    assert out["all_labeled"] == pytest.approx(68.863, abs=0.01)
+    assert out["labels_2x"] == pytest.approx(curve_at(fit_learning_curve(counts, aps), 400))
+    assert out["labels_2x"] != pytest.approx(curve_at(KNOWN_POWER_LAW, 400), abs=0.05)
+    assert {use: fit["curve"] for use, fit in out["fits"].items()} == split["curves"]
+    # with 4x the labels fewer than every image, AP with everything labeled is not forecast under it:
+    # parts on the power law but the log-logistic fitted for everything labeled (it saturates early)
+    # and the power law for more labels: 4x (800 images) 66.56 > the log-logistic's 2,000
+    crossed = forecast(counts, aps, 200, 1800, True,
+                       {**CALIBRATION, "curves": {"more_labels": "power_law", "all_labeled": "log_logistic"}})
+    assert crossed["all_labeled"] == pytest.approx(crossed["labels_4x"]) == pytest.approx(
+        curve_at(KNOWN_POWER_LAW, 800), abs=0.01)
+    assert crossed["labels_4x"] > curve_at(fit_learning_curve(counts, aps), 2000)

@@ -3,13 +3,13 @@ with more labels, and the gain semi-supervised training is expected to give, fro
 measured on the generated datasets and checked on COCO's published curve
 (``forecast_calibration.json`` beside this file, written by ``bench/forecast_calibration.py``).
 
-The curve is AP(n) = c / (1 + (h / n)^b), n labeled images: a log-logistic (S-shaped in log n)
-curve that saturates at c. On the generated datasets' measured curves it extrapolated to the
-fully labeled model better than a power law c - a * n^-b, which keeps rising from the steep part
-of the curve (bench/README.md). The gain of training with the unlabeled images is forecast from
-the gap to the model that had every image labeled, gap = AP(labeled + unlabeled) - AP(labeled),
-by the calibration's relation (``RELATIONS``), its coefficient k measured per recipe and start
-(pretrained or from scratch).
+The learning curve is one of ``CURVES``: a log-logistic AP(n) = c / (1 + (h / n)^b), S-shaped in
+log n, that saturates at c, or a power law AP(n) = c - a * n^-b, n labeled images. The calibration
+names the curve of each use (``USES``): on the generated datasets the log-logistic forecast 2x the
+labels the better, the power law the converged fully labeled model (bench/README.md). The gain of training
+with the unlabeled images is forecast from the gap to the model that had every image labeled,
+gap = AP(labeled + unlabeled) - AP(labeled), by the calibration's relation (``RELATIONS``), its
+coefficient k measured per recipe and start (pretrained or from scratch).
 """
 
 import json
@@ -19,11 +19,13 @@ import os
 import numpy as np
 
 CALIBRATION_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "forecast_calibration.json")
-SLOPES = np.linspace(0.1, 4.0, 79)  # the grids b and log h are fitted on
+SLOPES = np.linspace(0.1, 4.0, 79)  # the grids the log-logistic's b and log h are fitted on
 LOG_MIDPOINTS = np.linspace(0.0, 14.0, 281)
+EXPONENTS = np.linspace(0.02, 3.0, 299)  # the grid the power law's b is fitted on
 MAX_AP = 100.0
 MIN_POINTS, MIN_IMAGES = 3, 8  # fewer labeled parts, or a smallest part under this, and no curve is fitted
 HELPS = 1.5  # AP: a gain under this "will not help much"
+USES = ("more_labels", "all_labeled")  # what a curve forecasts: AP with 2x and 4x the labels; with every image labeled
 # the gain is k * RELATIONS[relation](gap, AP with everything labeled)
 RELATIONS = {
     "share": lambda gap, full: gap,  # a recipe closes the same share of every gap
@@ -37,11 +39,10 @@ class NoForecast(ValueError):
     """The data cannot support a forecast; the message says why."""
 
 
-def fit_learning_curve(counts, aps):
-    """Least-squares fit of AP(n) = c / (1 + (h / n)^b), 0 < c <= 100, to (labeled images, AP)
-    points (several seeds of a count are separate points). Returns {"c", "h", "b", "rmse"}. For
-    each (b, log h) of a grid, c is linear (clamped to 100); the pair with the smallest squared
-    error wins."""
+def fit_learning_curve(counts, aps, curve="log_logistic"):
+    """Least-squares fit of one of ``CURVES`` (its AP bounded by 100) to (labeled images, AP)
+    points (several seeds of a count are separate points). Returns {"curve", "c", "b", "rmse"} and
+    the curve's own parameter ("h" or "a")."""
     n = np.asarray(counts, dtype=float)
     y = np.asarray(aps, dtype=float)
     if len(set(n.tolist())) < MIN_POINTS:
@@ -52,16 +53,58 @@ def fit_learning_curve(counts, aps):
     if np.corrcoef(np.log(n), y)[0, 1] <= 0:
         raise NoForecast("AP does not rise with more labeled images in these runs: no curve to extrapolate "
                          "(train longer per run, or check the labels)")
+    fit, errors = CURVES[curve][0](n, y)
+    return {"curve": curve, **fit, "rmse": math.sqrt(errors / len(y))}
+
+
+def _fit_log_logistic(n, y):
+    """For each (b, log h) of a grid c is linear (clamped to 100); the pair with the least squared
+    error wins."""
     shapes = 1.0 / (1.0 + np.exp(SLOPES[:, None, None] * (LOG_MIDPOINTS[None, :, None] - np.log(n)[None, None])))
     c = np.clip((shapes * y).sum(-1) / (shapes * shapes).sum(-1), 0.0, MAX_AP)
     errors = ((c[..., None] * shapes - y) ** 2).sum(-1)
     i, j = np.unravel_index(np.argmin(errors), errors.shape)
-    return {"c": float(c[i, j]), "h": float(math.exp(LOG_MIDPOINTS[j])), "b": float(SLOPES[i]),
-            "rmse": math.sqrt(float(errors[i, j]) / len(y))}
+    return {"c": float(c[i, j]), "h": float(math.exp(LOG_MIDPOINTS[j])), "b": float(SLOPES[i])}, float(errors[i, j])
+
+
+def _fit_power_law(n, y):
+    """For each b of a grid (c, a) is a linear least-squares fit, c clamped to 100 and a >= 0 (a
+    curve that does not fall with n); the b with the least squared error wins."""
+    x = n[None, :] ** -EXPONENTS[:, None]  # (b, point)
+    xm, ym = x.mean(1, keepdims=True), y.mean()
+    a = np.maximum(-((x - xm) * (y - ym)).sum(1) / ((x - xm) ** 2).sum(1), 0.0)
+    c = ym + a * xm[:, 0]
+    over = c > MAX_AP  # clamped: a refitted with c = 100
+    a[over] = np.maximum(((MAX_AP - y) * x[over]).sum(1) / (x[over] ** 2).sum(1), 0.0)
+    c[over] = MAX_AP
+    errors = ((c[:, None] - a[:, None] * x - y) ** 2).sum(1)
+    i = int(np.argmin(errors))
+    return {"c": float(c[i]), "a": float(a[i]), "b": float(EXPONENTS[i])}, float(errors[i])
+
+
+CURVES = {  # name: (fit, AP at n)
+    "log_logistic": (_fit_log_logistic, lambda fit, n: fit["c"] / (1.0 + (fit["h"] / n) ** fit["b"])),
+    "power_law": (_fit_power_law, lambda fit, n: fit["c"] - fit["a"] * n ** -fit["b"]),
+}
 
 
 def curve_at(fit, n):
-    return fit["c"] / (1.0 + (fit["h"] / n) ** fit["b"])
+    return CURVES[fit["curve"]][1](fit, n)
+
+
+def fit_curves(counts, aps, curves):
+    """{use: the fit of the curve ``curves`` names for it} (one fit where both name the same)."""
+    fits = {curve: fit_learning_curve(counts, aps, curve) for curve in set(curves.values())}
+    return {use: fits[curves[use]] for use in USES}
+
+
+def all_labeled_ap(fits, num_labeled, total):
+    """AP with ``total`` images labeled: the all_labeled curve's, and never under what the
+    more_labels curve gives 4x the labels where that is fewer images (AP rises with labels)."""
+    everything = curve_at(fits["all_labeled"], total)
+    if 4 * num_labeled <= total:
+        everything = max(everything, curve_at(fits["more_labels"], 4 * num_labeled))
+    return everything
 
 
 def load_calibration(path=CALIBRATION_FILE):
@@ -100,14 +143,15 @@ def forecast(counts, aps, num_labeled, num_unlabeled, pretrained, calibration):
     """The forecast of a labeled set of ``num_labeled`` images and ``num_unlabeled`` unlabeled
     ones, from supervised runs on parts of it (``counts``: labeled images of each run, ``aps``: its
     AP). Raises NoForecast when the runs do not support one."""
-    fit = fit_learning_curve(counts, aps)
+    fits = fit_curves(counts, aps, calibration["curves"])
     measured = [ap for n, ap in zip(counts, aps) if n == max(counts)]
     now = float(np.mean(measured))
-    everything = curve_at(fit, num_labeled + num_unlabeled)
+    everything = all_labeled_ap(fits, num_labeled, num_labeled + num_unlabeled)
     gap = everything - now
+    more = fits["more_labels"]
     out = {
-        "fit": fit, "now": now, "pretrained": pretrained,
-        "labels_2x": curve_at(fit, 2 * num_labeled), "labels_4x": curve_at(fit, 4 * num_labeled),
+        "fits": fits, "now": now, "pretrained": pretrained,
+        "labels_2x": curve_at(more, 2 * num_labeled), "labels_4x": curve_at(more, 4 * num_labeled),
         "all_labeled": everything, "gap": gap, "recipes": {},
     }
     scale = RELATIONS[calibration["relation"]](gap, everything)

@@ -124,7 +124,11 @@ def plot(path, counts, aps, result, num_labeled, num_unlabeled):
     ax.scatter(counts, aps, color="black", zorder=3, label="supervised runs (parts of your labels)")
     total = num_labeled + num_unlabeled
     n = np.geomspace(min(counts) / 1.5, total * 1.5, 200)
-    ax.plot(n, [curve_at(result["fit"], x) for x in n], color="tab:blue", label="fitted learning curve")
+    for (use, fit), style in zip(result["fits"].items(), ("-", "--")):
+        if use == "all_labeled" and fit["curve"] == result["fits"]["more_labels"]["curve"]:
+            continue  # one curve serves both
+        ax.plot(n, [curve_at(fit, x) for x in n], style, color="tab:blue",
+                label=f"fitted learning curve ({fit['curve'].replace('_', ' ')}), for {use.replace('_', ' ')}")
     ax.scatter([2 * num_labeled, 4 * num_labeled], [result["labels_2x"], result["labels_4x"]], marker="s",
                color="tab:blue", zorder=3, label="2x and 4x the labels (forecast)")
     ax.scatter([total], [result["all_labeled"]], marker="*", s=150, color="tab:green", zorder=3,
@@ -145,9 +149,10 @@ def plot(path, counts, aps, result, num_labeled, num_unlabeled):
 
 def report(result, num_labeled, num_unlabeled):
     lines = [f"AP now ({num_labeled} labeled images): {result['now']:.1f}",
-             f"with 2x the labels: {result['labels_2x']:.1f}   with 4x: {result['labels_4x']:.1f}   (fitted curve)",
+             f"with 2x the labels: {result['labels_2x']:.1f}   with 4x: {result['labels_4x']:.1f}   "
+             f"(fitted {result['fits']['more_labels']['curve'].replace('_', ' ')} curve)",
              f"if the {num_unlabeled} unlabeled images were labeled too: {result['all_labeled']:.1f} "
-             f"(gap {result['gap']:+.1f} AP"
+             f"(fitted {result['fits']['all_labeled']['curve'].replace('_', ' ')} curve; gap {result['gap']:+.1f} AP"
              + (f"; this forecast erred by up to {result['all_labeled_error']:.1f} AP on the calibration curves)"
                 if result.get("all_labeled_error") is not None else ")")]
     for recipe, r in result["recipes"].items():
