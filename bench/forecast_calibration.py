@@ -55,10 +55,10 @@ from softteacher.forecast import (
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # each recipe's run at a fraction p, per start (bench/README.md, section 18: the recommended recipe
-# from a pretrained start is plus trained as long as the mixed recipe takes, 1.7x its iterations)
-RECIPE_RUNS = {"pretrained": {"published": "soft_teacher_{p:g}pct", "recommended": "plus_no_box_jitter_{p:g}pct_1.7x"},
-               "scratch": {"published": "soft_teacher_{p:g}pct", "recommended": "plus_no_box_jitter_mixpl_{p:g}pct"}}
-RECIPES = {"published": "soft_teacher", "recommended": "plus_no_box_jitter_mixpl"}  # bench/quality.py's scratch arms
+# from either start is plus trained as long as the mixed recipe takes, 1.7x its iterations)
+RECIPE_RUNS = {start: {"published": "soft_teacher_{p:g}pct", "recommended": "plus_no_box_jitter_{p:g}pct_1.7x"}
+               for start in ("pretrained", "scratch")}
+SCRATCH_ARMS = {"published": "soft_teacher"}  # the recipes bench/quality.py ran from scratch (at 1x)
 TRAIN_IMAGES = 2000  # both generated datasets' training pool
 GAIN_TOLERANCE = (0.5, 1.5)  # half the measured gain, or 1.5 AP, whichever is larger
 CEILING_TOLERANCE = 3.0  # AP
@@ -91,7 +91,7 @@ def points(results):
         if (dataset, "scratch") in measured or "supervised_10pct" not in arms or "supervised_100pct" not in arms:
             continue
         twin, full = teacher_ap(arms["supervised_10pct"]), teacher_ap(arms["supervised_100pct"])
-        gains = {r: teacher_ap(arms[arm]) - twin for r, arm in RECIPES.items() if arm in arms}
+        gains = {r: teacher_ap(arms[arm]) - twin for r, arm in SCRATCH_ARMS.items() if arm in arms}
         out.append(point(dataset, "scratch", 10, twin, full, gains))
     return out
 
@@ -368,7 +368,7 @@ def main():
         "what": "gap (fully labeled twin - partial twin, teacher AP) and share of it each recipe closed, per "
                 "dataset and start, and the relation of gain to gap the forecast uses (softteacher.forecast."
                 "RELATIONS); written by bench/forecast_calibration.py from bench/results",
-        "recipes": {r: {start: runs[r] for start, runs in RECIPE_RUNS.items()} for r in RECIPES},
+        "recipes": {r: {start: runs[r] for start, runs in RECIPE_RUNS.items()} for r in RECIPE_RUNS["pretrained"]},
         "recommended": "recommended", "relation": relation,
         "curves": {use: choice["curve"] for use, choice in choices.items()},
         "points": [{k: p[k] for k in ("dataset", "start", "percent", "gap", "full_ap", "gap_closed")} for p in pts],

@@ -24,7 +24,7 @@ config and schedule; the labeled images are fold 1 of each percent, seeds change
    ablations, then the opt-ins of later methods) at the chosen percent, every seed and every
    ``--schedules`` (the twin there at ``--twin-schedules``, by default the same). Plus at a longer
    schedule is the mixed recipe's compute-matched control (``compute_matched_plus``), the recipe
-   recommended from a pretrained start (``gap_closed_recommended``; from scratch, the mixed one). With
+   recommended from either start (``gap_closed_recommended``). With
    ``--fractions``, the arms also at those percents and schedules (against the 1x twin there and the
    same ceiling): the points tools/forecast.py's calibration reads.
 4. Rescoring: every finished run's final model evaluated once more keeping detections down to
@@ -85,10 +85,9 @@ COMPARISONS = (("soft_teacher_hard_background", "soft_teacher", "lower"),
                (f"{PLUS}_mixup", PLUS, "higher"), (f"{PLUS}_mixpl_label_distribution", f"{PLUS}_mixpl", "higher"),
                (f"{PLUS}_mixpl_erase", f"{PLUS}_mixpl", "higher"))
 MIXED = f"{PLUS}_mixpl"  # the mixed recipe: plus's longer schedules are matched to its wall-clock
-# the recipe recommended from each start (bench/README.md, section 18): pretrained, plus trained as
-# long as the mixed recipe takes (mixing did not lead that control on both datasets); from random
-# weights, the mixed recipe
-RECOMMENDED = {"pretrained": "compute_matched_plus", "scratch": MIXED}
+# the recipe recommended from each start (bench/README.md, section 18): plus trained as long as the
+# mixed recipe takes (mixing led that control on neither dataset, pretrained or from random weights)
+RECOMMENDED = {"pretrained": "compute_matched_plus", "scratch": "compute_matched_plus"}
 KEEP_PREFIX = "backbone.bottom_up."
 TWIN_NAME = re.compile(r"^supervised_([0-9.]+)pct$")
 START = {"pretrained": "pretrained start", "scratch": "random initial weights"}

@@ -25,16 +25,16 @@ from ..datasets.coco_files import count_images, load_image_folder
 from ..datasets.splits import load_coco_dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
-# the recommended recipe of each family (bench/README.md, section 18): from scratch, plus without box
-# jitter with mixed pseudo-labels; pretrained R-50, the COCO "plus" recipe trained PRETRAINED_LONGER
-# times the schedule (pretrained, mixing did not beat plus given its compute in iterations)
-SCRATCH_BASE = os.path.join("configs", "Shapes", "soft_teacher_plus_no_box_jitter_mixpl_R18_FPN_10pct.yaml")
+# the recommended recipe of each family (bench/README.md, section 18), trained LONGER times the
+# schedule (mixing pseudo-labels did not beat plus given its compute in iterations): from scratch, plus
+# without box jitter; pretrained R-50, the COCO "plus" recipe
+SCRATCH_BASE = os.path.join("configs", "Shapes", "soft_teacher_plus_no_box_jitter_R18_FPN_10pct_1.7x.yaml")
 PRETRAINED_BASE = os.path.join("configs", "COCO-SemiSupervised", "soft_teacher_plus_R_50_FPN_10pct_180k.yaml")
 # the schedule measured on the generated datasets: 3,200 iterations for 2,000 training images,
 # learning-rate steps at 75 % and 90 %, burn-in, evaluation and pictures every 25 %, checkpoints
 # every 50 %
 REFERENCE_ITERS, REFERENCE_IMAGES, MIN_ITERS = 3200, 2000, 1600
-PRETRAINED_LONGER = 1.7  # the mixed recipe's unlabeled step over plus's (bench/cost.py)
+LONGER = 1.7  # the mixed recipe's unlabeled step over plus's (bench/cost.py)
 STEP_FRACTIONS, BURN_IN_FRACTION, EVAL_FRACTION, CHECKPOINT_FRACTION = (0.75, 0.9), 0.25, 0.25, 0.5
 MIN_ANCHOR = 8  # 2x the stride of FPN's finest level (4): smaller anchors match few positions
 FPN_LEVELS = 5  # P2-P6: one anchor size per level, doubling
@@ -104,8 +104,7 @@ def choose(args):
     anchors, (low, high) = anchor_sizes(sides, size / native)
     total = num_labeled + num_unlabeled
     pretrained = bool(args.weights)
-    longer = PRETRAINED_LONGER if pretrained else 1.0
-    iters = max(MIN_ITERS, round_to(longer * REFERENCE_ITERS * total / REFERENCE_IMAGES, 100))
+    iters = max(MIN_ITERS, round_to(LONGER * REFERENCE_ITERS * total / REFERENCE_IMAGES, 100))
     steps = tuple(round_to(iters * f, 100) for f in STEP_FRACTIONS)
     burn_in, period = round_to(iters * BURN_IN_FRACTION, 100), round_to(iters * EVAL_FRACTION, 100)
     checkpoint = round_to(iters * CHECKPOINT_FRACTION, 100)
@@ -138,10 +137,8 @@ def choose(args):
         ("SOLVER", [
             (f"MAX_ITER: {iters}", f"STEPS: {steps}", f"CHECKPOINT_PERIOD: {checkpoint}",
              f"{total} training images: {REFERENCE_ITERS} iterations per {REFERENCE_IMAGES} images (the "
-             f"generated datasets' measured schedule)" + (f" times {PRETRAINED_LONGER:g} (from a pretrained start the "
-                                                          "recommended recipe trains longer instead of mixing)"
-                                                          if pretrained else "")
-             + f", at least {MIN_ITERS}; learning-rate steps at 75 % and 90 %"),
+             f"generated datasets' measured schedule) times {LONGER:g} (the recommended recipe trains longer "
+             f"instead of mixing pseudo-labels), at least {MIN_ITERS}; learning-rate steps at 75 % and 90 %"),
             *([("IMS_PER_BATCH_LABELED: 2", "IMS_PER_BATCH_UNLABELED: 8", "BASE_LR: 0.0025",
                 "one GPU: 2 labeled + 8 unlabeled images a step, the COCO configs' per-GPU load, learning rate "
                 "scaled with the batch (README: GPUs); multiply the three by your GPU count")] if pretrained else []),
@@ -161,7 +158,7 @@ def render(args, choice):
     family = ("ResNet-50-FPN from your ImageNet weights, the COCO 'plus' recipe (uncertain detections "
               "ignored, box jitter on), trained longer rather than with mixed pseudo-labels" if args.weights else
               "ResNet-18-FPN with GroupNorm from scratch, the recommended recipe measured on the generated "
-              "datasets (plus without box jitter, with mixed pseudo-labels); with ImageNet R-50 weights, "
+              "datasets (plus without box jitter, trained longer); with ImageNet R-50 weights, "
               "pass --weights for the COCO family")
     name = args.name
     lines = [
