@@ -184,26 +184,42 @@ def ceiling_row(dataset, start, parts, counts, aps, measured_full, train_images,
             "within_target": abs(forecast - measured_full) <= CEILING_TOLERANCE}
 
 
+def pretrained_regimes(results):
+    with open(os.path.join(results, "regimes.json")) as f:
+        return json.load(f)["datasets"]
+
+
+def nested_twins(regimes):
+    """(dataset, its regimes block, parts, counts, aps): each dataset's recorded twins at and under
+    each partial fraction (three fractions at least; ``parts`` the percents, a point per seed)."""
+    for dataset, d in regimes.items():
+        twins = {b["percent"]: b for b in d["curve"].values()}
+        for top in sorted(p for p in twins if p != 100):
+            parts = [p for p in twins if p <= top]
+            if len(parts) >= 3:
+                runs = [(TRAIN_IMAGES * p / 100, run["final"]["teacher"]["AP"])
+                        for p in parts for run in twins[p]["seeds"].values()]
+                yield dataset, d, parts, [n for n, _ in runs], [ap for _, ap in runs]
+
+
+def tool_forecasts(paths, regimes):
+    """(dataset, path, forecast.json) of each tool run, its dataset named by its config."""
+    for path in paths:
+        with open(path) as f:
+            fc = json.load(f)
+        yield next(d for d in regimes if f"fc_{d}" in json.dumps(fc["config"]) or f"/{d}_" in fc["config"]), path, fc
+
+
+def tool_parts(fc):
+    """(labeled images, AP) of a tool run's parts, as two lists."""
+    return [r["labeled"] for r in fc["runs"]], [r["AP"] for r in fc["runs"]]
+
+
 def ceiling_loo(results, curve):
     """The ``curve`` fitted to the recorded pretrained twins at and under each fraction (three at least)
     against the ceiling."""
-    with open(os.path.join(results, "regimes.json")) as f:
-        regimes = json.load(f)["datasets"]
-    rows = []
-    for dataset, d in regimes.items():
-        twins = {b["percent"]: b for b in d["curve"].values()}
-        full = ceiling_ap(d)
-        for top in sorted(p for p in twins if p != 100):
-            parts = [p for p in twins if p <= top]
-            if len(parts) < 3:
-                continue
-            counts, aps = [], []
-            for p in parts:
-                for run in twins[p]["seeds"].values():
-                    counts.append(TRAIN_IMAGES * p / 100)
-                    aps.append(run["final"]["teacher"]["AP"])
-            rows.append(ceiling_row(dataset, "pretrained", parts, counts, aps, full, TRAIN_IMAGES, curve))
-    return rows
+    return [ceiling_row(dataset, "pretrained", parts, counts, aps, ceiling_ap(d), TRAIN_IMAGES, curve)
+            for dataset, d, parts, counts, aps in nested_twins(pretrained_regimes(results))]
 
 
 def published_rows(path, pts, relation, curve):
@@ -233,13 +249,9 @@ def tool_rows(paths, pts, results, relation, curves):
     ``curves`` ({use: curve}) fitted to its runs as the tool does, against what was measured there:
     its ceiling against the fully labeled twin, and its gain forecast by the relation, k measured on
     the other dataset, against the gain measured here."""
-    with open(os.path.join(results, "regimes.json")) as f:
-        regimes = json.load(f)["datasets"]
+    regimes = pretrained_regimes(results)
     rows = []
-    for path in paths:
-        with open(path) as f:
-            fc = json.load(f)
-        dataset = next(d for d in regimes if f"fc_{d}" in json.dumps(fc["config"]) or f"/{d}_" in fc["config"])
+    for dataset, path, fc in tool_forecasts(paths, regimes):
         row = {"dataset": dataset, "forecast_json": os.path.relpath(path, REPO), "labeled": fc["labeled"],
                "iterations": [r.get("iterations") for r in fc["runs"]], "minutes": fc["minutes"],
                "budget_minutes": fc["budget_minutes"], "runs": len(fc["runs"])}
@@ -247,7 +259,7 @@ def tool_rows(paths, pts, results, relation, curves):
             rows.append({**row, "no_forecast": fc["no_forecast"]})
             continue
         full = ceiling_ap(regimes[dataset])
-        counts, aps = [r["labeled"] for r in fc["runs"]], [r["AP"] for r in fc["runs"]]
+        counts, aps = tool_parts(fc)
         everything = all_labeled_ap(fit_curves(counts, aps, curves), fc["labeled"], fc["labeled"] + fc["unlabeled"])
         gap = everything - statistics.fmean(ap for n, ap in zip(counts, aps) if n == max(counts))
         row.update(reach=round((fc["labeled"] + fc["unlabeled"]) / max(counts), 2), measured_full=round(full, 2),
@@ -269,44 +281,36 @@ def more_labels_rows(results, paths, curve):
     """The ``curve`` fitted to the recorded pretrained twins at and under each fraction (three at
     least), and to each tool run's parts, at every recorded twin of more labeled images, up to 4x
     the largest part: the forecast of more labels against the twin measured there."""
-    with open(os.path.join(results, "regimes.json")) as f:
-        regimes = json.load(f)["datasets"]
-    fits = []  # (dataset, source, counts, aps)
-    for dataset, d in regimes.items():
-        twins = {TRAIN_IMAGES * b["percent"] / 100: [r["final"]["teacher"]["AP"] for r in b["seeds"].values()]
-                 for b in d["curve"].values()}
-        for top in sorted(twins)[2:]:
-            parts = [n for n in twins if n <= top]
-            fits.append((dataset, "recorded twins", [n for n in parts for _ in twins[n]],
-                         [ap for n in parts for ap in twins[n]]))
-    for path in paths:
-        with open(path) as f:
-            fc = json.load(f)
-        if "no_forecast" not in fc:
-            fits.append((next(d for d in regimes if f"/{d}_" in fc["config"]), os.path.relpath(path, REPO),
-                         [r["labeled"] for r in fc["runs"]], [r["AP"] for r in fc["runs"]]))
+    regimes = pretrained_regimes(results)
+    fits = [(dataset, "recorded twins", counts, aps) for dataset, _, _, counts, aps in nested_twins(regimes)]
+    fits += [(dataset, os.path.relpath(path, REPO), *tool_parts(fc))
+             for dataset, path, fc in tool_forecasts(paths, regimes) if "no_forecast" not in fc]
     rows = []
     for dataset, source, counts, aps in fits:
         fit = fit_learning_curve(counts, aps, curve)
         for b in regimes[dataset]["curve"].values():
             n = TRAIN_IMAGES * b["percent"] / 100
             if max(counts) < n <= 4 * max(counts) and b["percent"] != 100:
-                measured = teacher_ap(b)
+                measured, forecast = teacher_ap(b), curve_at(fit, n)
                 rows.append({"dataset": dataset, "source": source, "largest_part": max(counts), "labeled": n,
-                             "measured": round(measured, 2), "forecast": round(curve_at(fit, n), 2),
-                             "error": round(curve_at(fit, n) - measured, 2)})
+                             "measured": round(measured, 2), "forecast": round(forecast, 2),
+                             "error": round(forecast - measured, 2)})
     return rows
 
 
 def ceiling_errors(ceilings, tool):
-    """{dataset: [error of each ceiling forecast]} of the recorded twins' rows and the tool's."""
+    """[row with "dataset", "reach", "error"] of each ceiling forecast: the recorded twins' rows and
+    the tool's."""
+    return ([{k: r[k] for k in ("dataset", "reach", "error")} for r in ceilings if "error" in r]
+            + [{"dataset": r["dataset"], "reach": r["reach"], "error": r["ceiling_error"]}
+               for r in tool if "ceiling_error" in r])
+
+
+def errors_by_dataset(rows):
+    """{dataset: [its rows' errors]}."""
     out = {}
-    for r in ceilings:
-        if "error" in r:
-            out.setdefault(r["dataset"], []).append(r["error"])
-    for r in tool:
-        if "ceiling_error" in r:
-            out.setdefault(r["dataset"], []).append(r["ceiling_error"])
+    for r in rows:
+        out.setdefault(r["dataset"], []).append(r["error"])
     return out
 
 
@@ -354,9 +358,8 @@ def main():
                         tool_rows(args.tool_forecasts, pts, args.results, relation, dict.fromkeys(USES, curve)))
                 for curve in CURVES}
     nearer = {curve: more_labels_rows(args.results, args.tool_forecasts, curve) for curve in CURVES}
-    errors = {"all_labeled": {c: ceiling_errors(*rows) for c, rows in by_curve.items()},
-              "more_labels": {c: {d: [r["error"] for r in rows if r["dataset"] == d]
-                                  for d in {r["dataset"] for r in rows}} for c, rows in nearer.items()}}
+    errors = {"all_labeled": {c: errors_by_dataset(ceiling_errors(*rows)) for c, rows in by_curve.items()},
+              "more_labels": {c: errors_by_dataset(rows) for c, rows in nearer.items()}}
     choices = {use: dict(zip(("curve", "misses_and_largest_error", "leave_one_out"), choose_curve(errors[use])))
                for use in USES}
     curve = choices["all_labeled"]["curve"]
@@ -375,8 +378,7 @@ def main():
         "leave_one_out": loo_summary(gains),
         # the errors of the AP-with-everything-labeled forecast by how far it extrapolated (training
         # images / the largest part fitted): the kept curve fitted to recorded twins and the tool's own runs
-        "ceiling_errors": [{"reach": r["reach"], "error": r["error"]} for r in ceilings if "error" in r]
-                          + [{"reach": r["reach"], "error": r["ceiling_error"]} for r in tool if "ceiling_error" in r],
+        "ceiling_errors": [{"reach": r["reach"], "error": r["error"]} for r in ceiling_errors(ceilings, tool)],
     }
     report = {"command": "python bench/forecast_calibration.py " + " ".join(sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d"), "points": pts, "gain_leave_one_out": gains,

@@ -3,6 +3,8 @@ and on data of another size."""
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from softteacher import load_config
 from softteacher.tools import init_config
 
-from conftest import config_path
+from conftest import REPO, config_path
 
 # the keys that name files, datasets or where a run writes: the only ones a user's config must differ in
 WHERE = ("DATASETS", "OUTPUT_DIR")
@@ -87,11 +89,6 @@ def test_on_the_generated_data_at_its_size_it_writes_what_the_shipped_config_hol
 
 @pytest.mark.parametrize("family", ["Shapes", "Glyphs"])
 def test_the_shipped_recommended_configs_are_plus_at_the_schedule_bench_regimes_measured(family):
-    import subprocess
-    import sys
-
-    from conftest import REPO
-
     code = ("import json, regimes\n"
             f"print(json.dumps(regimes.schedule_opts({family.lower()!r}, 'plus_no_box_jitter', 1.7)))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=os.path.join(REPO, "bench"), check=True,
