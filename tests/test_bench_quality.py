@@ -470,8 +470,8 @@ def test_the_arms_train_at_every_schedule_at_the_regime_and_at_each_fraction():
 def test_the_recipes_at_other_fractions_are_calibration_points_against_the_same_ceiling(tmp_path):
     # regime 2 % (twin 40); --fractions 5: twin 50 (test 49), ceiling 70 (test 69); at 5 % the
     # published method 55 (test 54) closes (55 - 50) / (70 - 50) = 0.25, the recommended 60 (test 59)
-    # 0.5; plus at 1.7x 58, the recommended recipe from a pretrained start (the mixed one from random
-    # weights): the calibration reads a point at 5 % with gains +5 / +8 on the gap 20 (scratch: +5 / +10)
+    # 0.5; plus at 1.7x 58, the recommended recipe from either start: the calibration reads a point
+    # at 5 % with gains +5 / +8 on the gap 20, from a pretrained start and from random weights
     curve = {"supervised_2pct": {"seeds": {"1": regime_run(40, test_ap=38)}},
              "supervised_5pct": {"seeds": {"1": regime_run(50, test_ap=49)}},
              "supervised_100pct": {"seeds": {"1": regime_run(70, test_ap=69)}}}
@@ -526,4 +526,4 @@ def test_the_recipes_at_other_fractions_are_calibration_points_against_the_same_
     both = json.loads(out.strip().splitlines()[-1])
     assert [(p["start"], p["gap"]) for p in both] == [
         ("pretrained", 30.0), ("pretrained", 20.0), ("scratch", 30.0), ("scratch", 20.0)]
-    assert both[3]["gain"] == {"published": 5.0, "recommended": 10.0}
+    assert both[3]["gain"] == {"published": 5.0, "recommended": 8.0}
