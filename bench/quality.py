@@ -98,6 +98,9 @@ ARMS = {
                             "dropped)", MIXED_CONFIG, ["SEMI.PSEUDO_MIXING.ERASE_PATCHES", "(1, 5)"]),
     f"{PLUS}_mosaic": (f"{PLUS} with MixPL's mosaic only", PLUS_CONFIG, ["SEMI.PSEUDO_MIXING.MOSAIC", "True"]),
     f"{PLUS}_mixup": (f"{PLUS} with MixPL's mixup only", PLUS_CONFIG, ["SEMI.PSEUDO_MIXING.MIXUP", "True"]),
+    f"{PLUS}_label_distribution": (
+        f"{PLUS} with per-class thresholds from the labeled class distribution (LabelMatch)", PLUS_CONFIG,
+        ["SEMI.LABEL_DISTRIBUTION_THRESH.ENABLED", "True"]),
     f"{PLUS}_mixpl_label_distribution": (
         f"{PLUS}_mixpl with per-class thresholds from the labeled class distribution (LabelMatch)", MIXED_CONFIG,
         ["SEMI.LABEL_DISTRIBUTION_THRESH.ENABLED", "True"]),

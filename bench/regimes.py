@@ -82,7 +82,8 @@ COMPARISONS = (("soft_teacher_hard_background", "soft_teacher", "lower"),
                ("soft_teacher_focal", "soft_teacher", "higher"), (f"{PLUS}_focal", PLUS, "higher"),
                (f"{PLUS}_strong_scales", PLUS, "higher"),
                (f"{PLUS}_mixpl_loss_matched", PLUS, "higher"), (f"{PLUS}_mosaic", PLUS, "higher"),
-               (f"{PLUS}_mixup", PLUS, "higher"), (f"{PLUS}_mixpl_label_distribution", f"{PLUS}_mixpl", "higher"),
+               (f"{PLUS}_mixup", PLUS, "higher"), (f"{PLUS}_label_distribution", PLUS, "higher"),
+               (f"{PLUS}_mixpl_label_distribution", f"{PLUS}_mixpl", "higher"),
                (f"{PLUS}_mixpl_erase", f"{PLUS}_mixpl", "higher"))
 MIXED = f"{PLUS}_mixpl"  # the mixed recipe: plus's longer schedules are matched to its wall-clock
 # the recipe recommended from each start (bench/README.md, section 18): plus trained as long as the
