@@ -107,6 +107,14 @@ def test_the_gain_is_the_calibrated_share_of_the_gap_to_everything_labeled():
     # 2x labels: 64.5 - 57.9 = +6.6 AP; the unlabeled images: 0.75 x 11.4 = +8.6 AP
     assert out["verdict"] == "train semi-supervised"
     assert "uncertain" not in out["reason"]  # the calibration has no ceiling error
+    assert "close call" not in out["reason"]  # the two differ by 2.0 AP, the gain forecast erred by 1.0
+    wider = {**CALIBRATION, "leave_one_out": {"recommended": {"pretrained": 2.5}}}
+    close = forecast(counts, [curve_at(KNOWN, n) for n in counts], 200, 1800, True, wider)
+    assert close["verdict"] == "train semi-supervised"
+    margin = close["recipes"]["recommended"]["gain"] - (close["labels_2x"] - close["now"])
+    assert margin == pytest.approx(2.0, abs=0.3)
+    assert close["reason"].endswith(f"; a close call: the two differ by {margin:.1f} AP, within the 2.5 AP "
+                                    "the gain forecast erred by on a dataset left out")
     assert out["ratio"] == pytest.approx(57.9 / 69.3, abs=0.005) and "outside" not in out["reason"]  # 0.835
     # errors measured at 5x, 10x (twice) and 50x: this forecast reaches 2000 / 200 = 10x
     errors = [{"reach": 5, "error": 30.0}, {"reach": 10, "error": -12.0}, {"reach": 10, "error": 3.0},

@@ -161,7 +161,13 @@ def forecast(counts, aps, num_labeled, num_unlabeled, pretrained, calibration):
                                   "interval": (low * scale, high * scale),
                                   "loo_error": calibration["leave_one_out"].get(recipe, {}).get(
                                       start_name(pretrained))}
-    out["verdict"], out["reason"] = verdict(out["labels_2x"] - now, out["recipes"][calibration["recommended"]]["gain"])
+    recommended = out["recipes"][calibration["recommended"]]
+    out["verdict"], out["reason"] = verdict(out["labels_2x"] - now, recommended["gain"])
+    margin = abs(recommended["gain"] - (out["labels_2x"] - now))
+    if out["verdict"] != "neither will help much" and recommended["loo_error"] is not None \
+            and margin <= recommended["loo_error"]:
+        out["reason"] += (f"; a close call: the two differ by {margin:.1f} AP, within the "
+                          f"{recommended['loo_error']:.1f} AP the gain forecast erred by on a dataset left out")
     out["ratio"] = now / everything
     low, high = calibrated_ratios(calibration, pretrained)
     if not low <= out["ratio"] <= high:
