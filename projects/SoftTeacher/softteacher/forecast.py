@@ -161,9 +161,9 @@ def forecast(counts, aps, num_labeled, num_unlabeled, pretrained, calibration):
                                   "interval": (low * scale, high * scale),
                                   "loo_error": calibration["leave_one_out"].get(recipe, {}).get(
                                       start_name(pretrained))}
-    recommended = out["recipes"][calibration["recommended"]]
-    out["verdict"], out["reason"] = verdict(out["labels_2x"] - now, recommended["gain"])
-    margin = abs(recommended["gain"] - (out["labels_2x"] - now))
+    recommended, label_gain = out["recipes"][calibration["recommended"]], out["labels_2x"] - now
+    out["verdict"], out["reason"] = verdict(label_gain, recommended["gain"])
+    margin = abs(recommended["gain"] - label_gain)
     if out["verdict"] != "neither will help much" and recommended["loo_error"] is not None \
             and margin <= recommended["loo_error"]:
         out["reason"] += (f"; a close call: the two differ by {margin:.1f} AP, within the "
