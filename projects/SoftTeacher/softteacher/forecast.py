@@ -161,13 +161,8 @@ def forecast(counts, aps, num_labeled, num_unlabeled, pretrained, calibration):
                                   "interval": (low * scale, high * scale),
                                   "loo_error": calibration["leave_one_out"].get(recipe, {}).get(
                                       start_name(pretrained))}
-    recommended, label_gain = out["recipes"][calibration["recommended"]], out["labels_2x"] - now
-    out["verdict"], out["reason"] = verdict(label_gain, recommended["gain"])
-    margin = abs(recommended["gain"] - label_gain)
-    if out["verdict"] != "neither will help much" and recommended["loo_error"] is not None \
-            and margin <= recommended["loo_error"]:
-        out["reason"] += (f"; a close call: the two differ by {margin:.1f} AP, within the "
-                          f"{recommended['loo_error']:.1f} AP the gain forecast erred by on a dataset left out")
+    recommended = out["recipes"][calibration["recommended"]]
+    out["verdict"], out["reason"] = verdict(out["labels_2x"] - now, recommended["gain"], recommended["loo_error"])
     out["ratio"] = now / everything
     low, high = calibrated_ratios(calibration, pretrained)
     if not low <= out["ratio"] <= high:
@@ -195,14 +190,21 @@ def ceiling_error(calibration, reach):
     return max(abs(r["error"]) for r in rows if nearest is None or r["reach"] == nearest)
 
 
-def verdict(label_gain, semi_gain, helps=HELPS):
+def verdict(label_gain, semi_gain, semi_error=None, helps=HELPS):
     """("label more" | "train semi-supervised" | "neither will help much", the reason in numbers):
     the larger of twice the labels and training with the unlabeled images, when it reaches
-    ``helps`` AP; the unlabeled images cost no labelling, so a tie goes to them."""
+    ``helps`` AP; the unlabeled images cost no labelling, so a tie goes to them. A choice between
+    two gains closer than ``semi_error`` (the gain forecast's leave-one-out error) is called close."""
     if max(label_gain, semi_gain) < helps:
         return "neither will help much", (f"twice the labels: {label_gain:+.1f} AP, the unlabeled images: "
                                           f"{semi_gain:+.1f} AP, both under {helps:g}")
     if semi_gain >= label_gain:
-        return "train semi-supervised", (f"the unlabeled images: {semi_gain:+.1f} AP, at least twice the "
-                                         f"labels' {label_gain:+.1f} AP, and they need no labelling")
-    return "label more", f"twice the labels: {label_gain:+.1f} AP, the unlabeled images: {semi_gain:+.1f} AP"
+        choice = "train semi-supervised", (f"the unlabeled images: {semi_gain:+.1f} AP, at least twice the "
+                                           f"labels' {label_gain:+.1f} AP, and they need no labelling")
+    else:
+        choice = "label more", f"twice the labels: {label_gain:+.1f} AP, the unlabeled images: {semi_gain:+.1f} AP"
+    margin = abs(semi_gain - label_gain)
+    if semi_error is not None and margin <= semi_error:
+        choice = choice[0], (f"{choice[1]}; a close call: the two differ by {margin:.1f} AP, within the "
+                             f"{semi_error:.1f} AP the gain forecast erred by on a dataset left out")
+    return choice
