@@ -17,8 +17,8 @@ Leave one dataset out:
   the error is at most half the measured gain or 1.5 AP. The calibration keeps the relation with
   the fewest misses, the simplest (first) on a tie;
 - ceiling: each learning curve of ``softteacher.forecast.CURVES`` fitted to the twin's points at and
-  under a fraction (at least three), and to the parts tools/forecast.py trained (``--tool-forecasts``),
-  extrapolated to every training image, against the fully labeled twin (the ceiling);
+  under a fraction (at least three), and to the parts tools/forecast.py trained (``--tool-forecasts``;
+  by default its forecast.json files kept in ``bench/results/forecast_runs/``), extrapolated to every training image, against the fully labeled twin (the ceiling);
 - more labels: the same fits at each recorded twin up to 4x beyond the largest part fitted.
 For each of the two uses (``softteacher.forecast.USES``) the calibration keeps the curve with the
 fewest errors beyond 3 AP on the generated datasets, the smaller largest error on a tie; leaving
@@ -34,6 +34,7 @@ the tool reads, ``projects/SoftTeacher/softteacher/forecast_calibration.json``.
 """
 
 import argparse
+import glob
 import json
 import os
 import statistics
@@ -63,6 +64,7 @@ TRAIN_IMAGES = 2000  # both generated datasets' training pool
 GAIN_TOLERANCE = (0.5, 1.5)  # half the measured gain, or 1.5 AP, whichever is larger
 CEILING_TOLERANCE = 3.0  # AP
 PUBLISHED_CURVES = os.path.join(REPO, "bench", "published_curves.json")
+TOOL_RUNS = os.path.join(REPO, "bench", "results", "forecast_runs")  # tools/forecast.py's forecast.json, one a run
 
 
 def teacher_ap(block):
@@ -347,8 +349,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", default=os.path.join(REPO, "bench", "results"))
     parser.add_argument("--calibration", default=CALIBRATION_FILE)
-    parser.add_argument("--tool-forecasts", nargs="*", default=[],
-                        help="forecast.json files of tools/forecast.py run on a dataset's regime split")
+    parser.add_argument("--tool-forecasts", nargs="*", default=sorted(glob.glob(os.path.join(TOOL_RUNS, "*.json"))),
+                        help="forecast.json files of tools/forecast.py run on a dataset's regime split "
+                             "(default: those kept in bench/results/forecast_runs)")
     parser.add_argument("--published", default=PUBLISHED_CURVES,
                         help="published curves the forecast is also checked on")
     args = parser.parse_args()
