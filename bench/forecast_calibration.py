@@ -18,7 +18,8 @@ Leave one dataset out:
   the fewest misses, the simplest (first) on a tie;
 - ceiling: each learning curve of ``softteacher.forecast.CURVES`` fitted to the twin's points at and
   under a fraction (at least three), and to the parts tools/forecast.py trained (``--tool-forecasts``;
-  by default its forecast.json files kept in ``bench/results/forecast_runs/``), extrapolated to every training image, against the fully labeled twin (the ceiling);
+  by default its forecast.json files kept in ``bench/results/forecast_runs/``), extrapolated to
+  every training image, against the fully labeled twin (the ceiling);
 - more labels: the same fits at each recorded twin up to 4x beyond the largest part fitted.
 For each of the two uses (``softteacher.forecast.USES``) the calibration keeps the curve with the
 fewest errors beyond 3 AP on the generated datasets, the smaller largest error on a tie; leaving
