@@ -199,12 +199,13 @@ def verdict(label_gain, semi_gain, semi_error=None, helps=HELPS):
         return "neither will help much", (f"twice the labels: {label_gain:+.1f} AP, the unlabeled images: "
                                           f"{semi_gain:+.1f} AP, both under {helps:g}")
     if semi_gain >= label_gain:
-        choice = "train semi-supervised", (f"the unlabeled images: {semi_gain:+.1f} AP, at least twice the "
-                                           f"labels' {label_gain:+.1f} AP, and they need no labelling")
+        name, reason = "train semi-supervised", (f"the unlabeled images: {semi_gain:+.1f} AP, at least twice "
+                                                 f"the labels' {label_gain:+.1f} AP, and they need no labelling")
     else:
-        choice = "label more", f"twice the labels: {label_gain:+.1f} AP, the unlabeled images: {semi_gain:+.1f} AP"
+        name, reason = "label more", (f"twice the labels: {label_gain:+.1f} AP, "
+                                      f"the unlabeled images: {semi_gain:+.1f} AP")
     margin = abs(semi_gain - label_gain)
     if semi_error is not None and margin <= semi_error:
-        choice = choice[0], (f"{choice[1]}; a close call: the two differ by {margin:.1f} AP, within the "
-                             f"{semi_error:.1f} AP the gain forecast erred by on a dataset left out")
-    return choice
+        reason += (f"; a close call: the two differ by {margin:.1f} AP, within the "
+                   f"{semi_error:.1f} AP the gain forecast erred by on a dataset left out")
+    return name, reason
