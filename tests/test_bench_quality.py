@@ -367,6 +367,33 @@ def test_the_regime_twin_at_its_val_chosen_schedule_is_the_gap_figures_partial(t
     assert "supervised_5pct_2x" in shapes["twin_schedules"]["runs"]  # read back on the next run
 
 
+@pytest.mark.parametrize("val_at_2x, chosen, closed_val, closed_test", [(52, 2.0, 0.6, 0.3), (49, 1.0, 0.5, 0.5)])
+def test_the_published_gap_closed_is_at_the_schedule_val_chooses_for_it(tmp_path, val_at_2x, chosen, closed_val,
+                                                                         closed_test):
+    # ceiling 60 (test 60), twin 5 % 40 (test 40); soft_teacher 1x 50 (test 50), 2x val_at_2x (test 46):
+    # 2x at 52 is chosen on val, so the gap closed is (52 - 40) / 20 on val and (46 - 40) / 20 on test,
+    # although 1x is higher on test; 2x at 49 loses on val and 1x stays: 0.5 on both
+    curve = {"supervised_1pct": {"seeds": {"1": regime_run(20)}},
+             "supervised_5pct": {"seeds": {"1": regime_run(40, test_ap=40)}},
+             "supervised_100pct": {"seeds": {"1": regime_run(60, test_ap=60)}}}
+    arms = {"soft_teacher": {"run": "soft_teacher_5pct", "seeds": {"1": regime_run(50, test_ap=50)}}}
+    longer = {"runs": {"soft_teacher_5pct_2x": {"seeds": {"1": regime_run(val_at_2x, test_ap=46)}}}}
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "regimes.json").write_text(json.dumps(
+        {"datasets": {"shapes": {"curve": curve, "arms": arms, "arm_schedules": {"soft_teacher": longer}}}}))
+    subprocess.run([sys.executable, os.path.join(REPO, "bench", "regimes.py"), "--report-only", "--dataset", "shapes",
+                    "--results", str(results), "--work-dir", str(tmp_path / "work"), "--percent", "5"],
+                   check=True, capture_output=True)
+    shapes = json.loads((results / "regimes.json").read_text())["datasets"]["shapes"]
+    assert shapes["arm_schedules"]["soft_teacher"]["chosen"] == f"{chosen:g}"
+    assert shapes["figures"]["gap_closed"] == pytest.approx(closed_val, abs=1e-4)
+    quality = json.loads((results / "quality.json").read_text())
+    test = quality["datasets"]["shapes"]["regimes"]["pretrained_5pct"]["test"]
+    assert test["gap_closed"] == pytest.approx(closed_test, abs=1e-4) and test["published_schedule"] == chosen
+    assert test["gap_closed_by_arm"]["soft_teacher"] == pytest.approx(0.5, abs=1e-4)  # 1x kept beside
+
+
 @pytest.mark.parametrize("plus_at_1x", [True, False])
 def test_the_compute_matched_control_is_plus_at_the_schedule_as_long_as_the_recommended_recipe(tmp_path, plus_at_1x):
     # without plus at 1x, its longer runs (recorded first outside the regime) are the control all the same;
