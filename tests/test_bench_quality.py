@@ -388,8 +388,8 @@ def test_the_published_gap_closed_is_at_the_schedule_val_chooses_for_it(tmp_path
     shapes = json.loads((results / "regimes.json").read_text())["datasets"]["shapes"]
     assert shapes["arm_schedules"]["soft_teacher"]["chosen"] == f"{chosen:g}"
     assert shapes["figures"]["gap_closed"] == pytest.approx(closed_val, abs=1e-4)
-    quality = json.loads((results / "quality.json").read_text())
-    test = quality["datasets"]["shapes"]["regimes"]["pretrained_5pct"]["test"]
+    written = json.loads((results / "quality.json").read_text())
+    test = written["datasets"]["shapes"]["regimes"]["pretrained_5pct"]["test"]
     assert test["gap_closed"] == pytest.approx(closed_test, abs=1e-4) and test["published_schedule"] == chosen
     assert test["gap_closed_by_arm"]["soft_teacher"] == pytest.approx(0.5, abs=1e-4)  # 1x kept beside
 
