@@ -371,15 +371,18 @@ def compute_matched(result, figures):
             "compute_matched_wall_ratio": round(ratio, 3)}
 
 
-def published_at_chosen_schedule(result, figures):
-    """The published method's gap closed in ``figures`` at the schedule val chose for it (each arm is
-    compared at its val-chosen schedule): {gap_closed, published_schedule}, or {} before it ran longer."""
+def use_published_schedule(result, *figures):
+    """Each of ``figures`` takes the published method's gap closed at the schedule val chose for it
+    (each arm is compared at its val-chosen schedule), naming it ``published_schedule``; unchanged
+    before it ran longer or where that schedule has no figure."""
     longer = (result.get("arm_schedules") or {}).get("soft_teacher")
     if not longer:
-        return {}
+        return
     k = float(longer["chosen"])
-    closed = figures.get("gap_closed_by_arm", {}).get(schedule_name("soft_teacher", k))
-    return {} if closed is None else {"gap_closed": closed, "published_schedule": k}
+    for f in figures:
+        closed = f.get("gap_closed_by_arm", {}).get(schedule_name("soft_teacher", k))
+        if closed is not None:
+            f.update(gap_closed=closed, published_schedule=k)
 
 
 def block(name, what, runs):
@@ -614,8 +617,7 @@ def _write_results(args, runs_by_dataset):
             arms, (partial, full) = regime_arms(d), regime_twins(d)
             d["figures"] = quality.gap_figures(arms, partial=partial, full=full)
             d["test"] = test_figures(arms, partial=partial, full=full)
-            d["figures"].update(published_at_chosen_schedule(d, d["figures"]))
-            d["test"].update(published_at_chosen_schedule(d, d["test"]))
+            use_published_schedule(d, d["figures"], d["test"])
             d["test"]["ceiling_iters"] = (d["ceiling"] or {}).get("iterations")  # None until a ceiling ran
             d["test"].update(compute_matched(d, d["test"]))
             recommended = RECOMMENDED[args.start]
